@@ -1,0 +1,1 @@
+"""Built-in model families; each registered through the seqbench.models entry points."""

@@ -1,0 +1,161 @@
+"""The model base class every family (and every plugin) subclasses.
+
+Models are scikit-learn estimators: the constructor only stores its arguments,
+``fit(data, valid=None)`` returns ``self``, fitted state ends in ``_``, and
+``clone()`` works. The public methods validate once and call the private ones a
+model author writes:
+
+* ``_fit(data, valid)``: ``data`` (and ``valid``, when given) are validated
+  :class:`~seqbench.data.SeqData` of kinds the tags declare, with the same
+  input and target kinds and sizes.
+* ``_predict(X)``: ``X`` has the input kind and size seen in fit. Return
+  ``(N, T)`` class ids for class targets, ``(N, T, K)`` floats for real targets;
+  outputs are aligned with ``Y`` (a prediction at every step; only masked
+  positions are scored).
+* ``_predict_proba(X)``: ``(N, T, K)`` class probabilities (class targets only).
+
+Capabilities are tags (class attribute ``_tags``, merged along the MRO):
+
+======================  ===========================================================
+``input_kinds``         subset of ``("tokens", "real")``
+``target_kinds``        subset of ``("classes", "real")``
+``shapes``              problem shapes the model handles (default: all five)
+``forecasting_only``    needs ``data.forecasting`` (Y[t] = X[t+1])
+``uses_torch``          trains with torch
+``device_aware``        honours ``device=`` ("auto", "cpu", "cuda", "cuda:1")
+``deterministic``       the same ``random_state`` gives the same predictions
+``predict_proba``       offers ``predict_proba`` for class targets
+======================  ===========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..data import SHAPES, SeqData, check_X
+from ..errors import IncompatibleError, SeqbenchError
+
+DEFAULT_TAGS: dict[str, Any] = {
+    "input_kinds": ("tokens", "real"),
+    "target_kinds": ("classes", "real"),
+    "shapes": SHAPES,
+    "forecasting_only": False,
+    "uses_torch": False,
+    "device_aware": False,
+    "deterministic": True,
+    "predict_proba": True,
+}
+
+
+class SeqModel(BaseEstimator):
+    """Base class of seqbench models (see the module docstring for the contract)."""
+
+    _tags: ClassVar[dict[str, Any]] = {}
+
+    # -- tags ------------------------------------------------------------------------
+    @classmethod
+    def tags(cls) -> dict[str, Any]:
+        out = dict(DEFAULT_TAGS)
+        for klass in reversed(cls.__mro__):
+            out.update(getattr(klass, "_tags", {}) or {})
+        return out
+
+    def incompatibility(self, data: SeqData, shape: str | None = None) -> str | None:
+        """Why this model cannot handle ``data`` (of problem ``shape``), or ``None``."""
+        tags = self.tags()
+        name = type(self).__name__
+        if data.input_kind not in tags["input_kinds"]:
+            return f"{name} takes {' or '.join(tags['input_kinds'])} inputs, not {data.input_kind}"
+        if data.target_kind not in tags["target_kinds"]:
+            return (f"{name} predicts {' or '.join(tags['target_kinds'])} targets, "
+                    f"not {data.target_kind}")
+        if shape is not None and shape not in tags["shapes"]:
+            return f"{name} does not handle the {shape} shape"
+        if tags["forecasting_only"] and not data.forecasting:
+            return f"{name} only handles forecasting tasks (Y[t] = X[t+1])"
+        return None
+
+    # -- public API --------------------------------------------------------------------
+    def fit(self, data: SeqData, valid: SeqData | None = None, *, shape: str | None = None):
+        """Fit on ``data``; ``valid`` (optional) is used for early stopping or model choice."""
+        if not isinstance(data, SeqData):
+            raise SeqbenchError(f"fit: expected SeqData, got {type(data).__name__}")
+        why = self.incompatibility(data, shape)
+        if why:
+            raise IncompatibleError(why)
+        if valid is not None:
+            if not isinstance(valid, SeqData):
+                raise SeqbenchError(f"fit: expected SeqData for valid, got {type(valid).__name__}")
+            for attr in ("input_kind", "target_kind", "input_size", "target_size"):
+                a, b = getattr(data, attr), getattr(valid, attr)
+                if a != b:
+                    raise SeqbenchError(f"valid.{attr}: expected {a!r} as in train, got {b!r}")
+        self.input_kind_ = data.input_kind
+        self.input_size_ = data.input_size
+        self.target_kind_ = data.target_kind
+        self.target_size_ = data.target_size
+        self._fit(data, valid)
+        return self
+
+    def _check_fitted_X(self, X) -> np.ndarray:
+        if not hasattr(self, "input_kind_"):
+            raise SeqbenchError(f"{type(self).__name__} is not fitted yet: call fit first")
+        return check_X(X, input_kind=self.input_kind_, input_size=self.input_size_)
+
+    def predict(self, X) -> np.ndarray:
+        """Per-step predictions aligned with ``Y``: (N, T) class ids or (N, T, K) floats."""
+        X = self._check_fitted_X(X)
+        out = np.asarray(self._predict(X))
+        expected = X.shape[:2] if self.target_kind_ == "classes" else (*X.shape[:2], self.target_size_)
+        if out.shape != tuple(expected):
+            raise AssertionError(
+                f"{type(self).__name__}._predict returned shape {out.shape}, expected {expected}"
+            )
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """(N, T, K) class probabilities; only for class targets."""
+        X = self._check_fitted_X(X)
+        if self.target_kind_ != "classes":
+            raise SeqbenchError("predict_proba: only defined for class targets")
+        if not self.tags()["predict_proba"]:
+            raise SeqbenchError(f"{type(self).__name__} does not offer predict_proba")
+        return np.asarray(self._predict_proba(X))
+
+    def n_parameters(self) -> int:
+        """Number of fitted parameters (0 where the notion does not apply)."""
+        return 0
+
+    def training_curve(self) -> list[dict[str, float]]:
+        """Validation metric against training steps, where the model records one."""
+        return list(getattr(self, "curve_", []) or [])
+
+    def diagnostics(self, data: SeqData) -> dict[str, Any]:
+        """Model-specific probes computed after fitting (gradient decay, ...); none by default."""
+        return {}
+
+    # -- what subclasses implement ---------------------------------------------------
+    def _fit(self, data: SeqData, valid: SeqData | None) -> None:
+        raise NotImplementedError
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        if self.target_kind_ == "classes":
+            return self._predict_proba(X).argmax(-1)
+        raise NotImplementedError
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def seed_of(random_state) -> int:
+    """An int seed from ``random_state`` (None -> 0, so unseeded runs are still repeatable)."""
+    if random_state is None:
+        return 0
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(0, 2**31 - 1))
+    if isinstance(random_state, int | np.integer):
+        return int(random_state)
+    raise SeqbenchError(f"random_state: expected None or an int, got {random_state!r}")

@@ -1,0 +1,145 @@
+"""Registries of models and tasks, filled from entry points.
+
+Built-ins are declared as entry points in seqbench's own ``pyproject.toml``
+(groups ``seqbench.models`` and ``seqbench.tasks``), exactly as a plugin
+declares its own, so one path serves both. Entry points are loaded lazily:
+listing names imports nothing; building an object imports its module.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import entry_points
+from typing import Any
+
+from .errors import SeqbenchError
+
+
+def param_defaults(cls: type) -> dict[str, Any]:
+    """The constructor parameters of ``cls`` with their defaults (``inspect.Parameter.empty``
+    where there is none), in signature order."""
+    sig = inspect.signature(cls.__init__)
+    out = {}
+    for name, p in sig.parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[name] = p.default
+    return out
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None or default is inspect.Parameter.empty:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool) and (
+            isinstance(default, float) or isinstance(value, int) or float(value).is_integer()
+        )
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple | list)
+    return True
+
+
+def _describe(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_params(kind: str, name: str, cls: type, params: dict[str, Any], where: str = "") -> None:
+    """Raise a one-line :class:`SeqbenchError` for an unknown parameter or a value whose type
+    does not match the parameter's default (a list where a number belongs, say)."""
+    defaults = param_defaults(cls)
+    prefix = f"{where}, " if where else ""
+    for key, value in params.items():
+        if key not in defaults:
+            raise SeqbenchError(
+                f"{prefix}{kind} {name!r}: unknown parameter {key!r}; "
+                f"accepted: {', '.join(defaults) or '(none)'}"
+            )
+        default = defaults[key]
+        if not _type_ok(value, default):
+            raise SeqbenchError(
+                f"{prefix}{kind} {name!r}, parameter {key!r}: expected "
+                f"{type(default).__name__} like the default {default!r}, got {_describe(value)}"
+            )
+    missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty and k not in params]
+    if missing:
+        raise SeqbenchError(f"{prefix}{kind} {name!r}: missing required parameter(s) {missing}")
+
+
+class Registry:
+    """Name -> class, from one entry-point group plus explicit registrations."""
+
+    def __init__(self, kind: str, group: str) -> None:
+        self.kind = kind
+        self.group = group
+        self._eps: dict[str, Any] | None = None
+        self._extra: dict[str, type] = {}
+        self._loaded: dict[str, type] = {}
+
+    def _entry_points(self) -> dict[str, Any]:
+        if self._eps is None:
+            found: dict[str, Any] = {}
+            for ep in entry_points(group=self.group):
+                other = found.get(ep.name)
+                if other is not None and other.value != ep.value:
+                    raise SeqbenchError(
+                        f"{self.kind} name {ep.name!r} is registered twice: "
+                        f"{other.value} and {ep.value}"
+                    )
+                found[ep.name] = ep
+            self._eps = found
+        return self._eps
+
+    def register(self, name: str, cls: type) -> type:
+        """Register ``cls`` under ``name`` in this process (tests, notebooks)."""
+        if name in self.names() and self.get(name) is not cls:
+            raise SeqbenchError(f"{self.kind} name {name!r} is already registered")
+        self._extra[name] = cls
+        return cls
+
+    def names(self) -> list[str]:
+        return sorted(set(self._entry_points()) | set(self._extra))
+
+    def get(self, name: str) -> type:
+        if name in self._extra:
+            return self._extra[name]
+        if name in self._loaded:
+            return self._loaded[name]
+        eps = self._entry_points()
+        if name not in eps:
+            raise SeqbenchError(
+                f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
+            )
+        try:
+            cls = eps[name].load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            raise SeqbenchError(
+                f"{self.kind} {name!r} ({eps[name].value}) failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self._loaded[name] = cls
+        return cls
+
+    def create(self, name: str, params: dict[str, Any] | None = None, where: str = ""):
+        cls = self.get(name)
+        params = dict(params or {})
+        check_params(self.kind, name, cls, params, where)
+        return cls(**params)
+
+
+models = Registry("model", "seqbench.models")
+tasks = Registry("task", "seqbench.tasks")
+
+
+def make_model(name: str, **params):
+    """Build a registered model by name; unknown names and parameters are errors that list
+    what is accepted."""
+    return models.create(name, params)
+
+
+def make_task(name: str, **params):
+    """Build a registered task by name, with validated parameters."""
+    return tasks.create(name, params)

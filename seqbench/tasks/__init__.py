@@ -1,0 +1,1 @@
+"""Built-in tasks; each registered through the seqbench.tasks entry points."""

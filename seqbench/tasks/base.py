@@ -1,0 +1,111 @@
+"""The task base class: seeded sampling, splits, spec and scoring.
+
+A task is a generator of :class:`~seqbench.data.SeqData` whose parameters are its
+constructor arguments (stored as given; checked by :meth:`Task.check`). Subclasses
+implement :meth:`Task.spec` and :meth:`Task._sample`; tasks with their own scoring
+rule (a pass criterion, say) extend :meth:`Task.score`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..data import SeqData, TaskSpec
+from ..errors import SeqbenchError
+from ..metrics import check_predictions, masked_metrics, sliced_metrics
+from ..registry import param_defaults
+
+SPLITS = ("train", "valid", "test")
+
+
+class Task:
+    """Base class of every task.
+
+    Class attributes: ``name`` (the registry name), ``version`` (bumped whenever the
+    data a seed produces changes; it enters the job hash) and ``default_sizes``.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    default_sizes: ClassVar[dict[str, int]] = {"n_train": 1000, "n_valid": 200, "n_test": 500}
+
+    # -- parameters -------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """The task's parameters (every constructor argument, defaults included)."""
+        return {k: getattr(self, k) for k in param_defaults(type(self))}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def check(self) -> None:
+        """Validate the parameters; raise :class:`SeqbenchError` naming the bad one."""
+
+    def _require(self, ok: bool, param: str, expected: str) -> None:
+        if not ok:
+            raise SeqbenchError(
+                f"task {self.name!r}, parameter {param!r}: expected {expected}, "
+                f"got {getattr(self, param)!r}"
+            )
+
+    # -- what subclasses implement ---------------------------------------------------
+    def spec(self) -> TaskSpec:
+        raise NotImplementedError
+
+    def _sample(self, n: int, rng: np.random.Generator) -> SeqData:
+        """Draw ``n`` sequences with ``rng``. Parameters are already checked."""
+        raise NotImplementedError
+
+    # -- public API -------------------------------------------------------------------
+    def sample(self, n: int, seed: int | np.random.SeedSequence = 0) -> SeqData:
+        """``n`` sequences drawn deterministically from ``seed`` (same seed, same bytes)."""
+        self.check()
+        if not isinstance(n, int | np.integer) or n < 1:
+            raise SeqbenchError(f"task {self.name!r}: expected a positive sample size, got {n!r}")
+        data = self._sample(int(n), np.random.default_rng(seed))
+        spec = self.spec()
+        if (data.input_kind, data.target_kind) != (spec.input_kind, spec.target_kind):
+            raise AssertionError(f"task {self.name!r} produced data that disagrees with its spec")
+        return data
+
+    def splits(
+        self,
+        seed: int = 0,
+        n_train: int | None = None,
+        n_valid: int | None = None,
+        n_test: int | None = None,
+    ) -> tuple[SeqData, SeqData, SeqData]:
+        """Train, valid and test sets. Each split draws from its own child of ``seed``
+        (``SeedSequence([seed, k])`` for split k), so no two splits share a stream."""
+        sizes = dict(self.default_sizes)
+        for key, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
+            if value is not None:
+                sizes[key] = value
+        return tuple(  # type: ignore[return-value]
+            self.sample(sizes[f"n_{split}"], np.random.SeedSequence([int(seed), k]))
+            for k, split in enumerate(SPLITS)
+        )
+
+    def score(
+        self, data: SeqData, pred: np.ndarray, proba: np.ndarray | None = None
+    ) -> dict[str, Any]:
+        """Metrics of predictions on ``data``: overall, and per slice of each ``slice_by``
+        meta column. Returns ``{"metrics": {...}, "slices": {column: {value: {...}}}}``."""
+        check_predictions(data, pred, proba)
+        spec = self.spec()
+        metrics = masked_metrics(data.Y, data.mask, pred, proba)
+        metrics.update(self.extra_metrics(data, pred, proba))
+        slices = {c: sliced_metrics(data, pred, proba, c) for c in spec.slice_by}
+        return {"metrics": metrics, "slices": slices}
+
+    def extra_metrics(
+        self, data: SeqData, pred: np.ndarray, proba: np.ndarray | None
+    ) -> dict[str, float]:
+        """Task-specific metrics (a published pass rule, say); none by default."""
+        return {}
+
+    def oracle_predict(self, data: SeqData) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Predictions of the task's oracle (true-parameter model) where it has one."""
+        return None
