@@ -78,13 +78,15 @@ class Task:
         n_test: int | None = None,
     ) -> tuple[SeqData, SeqData, SeqData]:
         """Train, valid and test sets. Each split draws from its own child of ``seed``
-        (``SeedSequence([seed, k])`` for split k), so no two splits share a stream."""
+        (``SeedSequence([seed, k])`` for split k), so no two splits share a stream.
+        ``n_valid=0`` gives ``None`` for the validation set."""
         sizes = dict(self.default_sizes)
         for key, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
             if value is not None:
                 sizes[key] = value
         return tuple(  # type: ignore[return-value]
             self.sample(sizes[f"n_{split}"], np.random.SeedSequence([int(seed), k]))
+            if not (split == "valid" and sizes["n_valid"] == 0) else None
             for k, split in enumerate(SPLITS)
         )
 

@@ -1,0 +1,284 @@
+"""Suite files: parse, validate, expand to jobs, hash.
+
+A suite is a TOML file (see ``tasks/smoke.toml``)::
+
+    [suite]                       # name (default: the file's stem), description, seeds
+    name = "smoke"
+    seeds = [0, 1]
+
+    [data]                        # data budget, the same for every model
+    n_train = 1000
+    n_valid = 200
+    n_test = 500
+
+    [budget]                      # training budget: each key is applied to every model
+    max_steps = 500               # that has a parameter of that name; `timeout` (seconds
+    timeout = 300                 # per job) and `device` are read by the runner
+
+    [[task]]
+    name = "jane-recall"
+    lag = [4, 24]                 # a list is a sweep
+    data = { n_train = 2000 }     # optional per-task override of [data]
+
+    [[model]]
+    name = "lstm"
+    label = "lstm-h32"            # optional display name (default: the model name)
+    hidden_size = 32
+
+A list is a sweep; for a parameter whose default is a tuple or list, a list of lists
+is a sweep and a flat list a single value. A model's own explicit parameter wins over
+a ``[budget]`` key of the same name. Jobs are the product tasks x task sweeps x models x
+model sweeps x seeds; each has a content hash of its canonical spec (independent of
+key order) that the store uses to skip finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import registry
+from .errors import SeqbenchError
+
+DATA_KEYS = ("n_train", "n_valid", "n_test")
+RUNNER_BUDGET_KEYS = ("timeout", "device")
+SECTIONS = ("suite", "data", "budget", "task", "model")
+
+
+def canonical_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(o):
+    if isinstance(o, tuple | set):
+        return list(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON-serialisable: {o!r}")
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(params, default=_json_default))
+
+
+@dataclass
+class Entry:
+    """One ``[[task]]`` or ``[[model]]`` table: a name, fixed parameters and sweeps."""
+
+    name: str
+    label: str
+    grid: list[dict[str, Any]]
+    data: dict[str, int] = field(default_factory=dict)
+    swept: tuple[str, ...] = ()
+
+    def sweep_of(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The swept parameters' values in one grid point (what tells jobs apart)."""
+        return {k: params[k] for k in self.swept}
+
+
+@dataclass
+class Suite:
+    name: str
+    path: str
+    text: str
+    description: str
+    seeds: list[int]
+    data: dict[str, int]
+    budget: dict[str, Any]
+    tasks: list[Entry]
+    models: list[Entry]
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job of the suite, in a stable order, each with its ``hash``."""
+        out = []
+        for t in self.tasks:
+            task_cls = registry.tasks.get(t.name)
+            task_defaults = registry.param_defaults(task_cls)
+            for tparams in t.grid:
+                full_t = _jsonable({**task_defaults, **tparams})
+                data = {**self.data, **t.data}
+                for m in self.models:
+                    model_cls = registry.models.get(m.name)
+                    model_defaults = registry.param_defaults(model_cls)
+                    budget = {k: v for k, v in self.budget.items() if k in model_defaults}
+                    for mparams in m.grid:
+                        full_m = _jsonable({**model_defaults, **budget, **mparams})
+                        for seed in self.seeds:
+                            spec = {
+                                "task": t.name,
+                                "task_version": int(getattr(task_cls, "version", 1)),
+                                "task_params": full_t,
+                                "model": m.name,
+                                "model_version": int(getattr(model_cls, "version", 1)),
+                                "model_params": full_m,
+                                "seed": int(seed),
+                                "data": data,
+                            }
+                            out.append({
+                                **spec,
+                                "hash": canonical_hash(spec),
+                                "suite": self.name,
+                                "task_label": t.label,
+                                "task_sweep": t.sweep_of(tparams),
+                                "model_label": m.label,
+                                "model_sweep": m.sweep_of(mparams),
+                                "timeout": self.budget.get("timeout"),
+                            })
+        return out
+
+
+def _err(path: str, where: str, msg: str) -> SeqbenchError:
+    return SeqbenchError(f"suite {path}{', ' + where if where else ''}: {msg}")
+
+
+def _is_sweep(value: Any, default: Any) -> bool:
+    if not isinstance(value, list):
+        return False
+    if isinstance(default, tuple | list):
+        return len(value) > 0 and all(isinstance(v, list) for v in value)
+    return True
+
+
+def _expand(
+    kind: str, name: str, cls: type, params: dict[str, Any], path: str
+) -> tuple[list[dict], tuple[str, ...]]:
+    """Validate ``params`` against ``cls`` and expand sweeps into a list of parameter dicts;
+    also return the names of the swept parameters."""
+    defaults = registry.param_defaults(cls)
+    where = f"{kind} {name!r}"
+    for key in params:
+        if key not in defaults:
+            raise _err(path, where, f"unknown parameter {key!r}; accepted: {', '.join(defaults)}")
+    axes = []
+    swept = []
+    for key, value in params.items():
+        if _is_sweep(value, defaults[key]):
+            swept.append(key)
+            if not value:
+                raise _err(path, where, f"parameter {key!r}: an empty list sweeps nothing")
+            axes.append([(key, v) for v in value])
+        else:
+            axes.append([(key, value)])
+    grid = [dict(combo) for combo in itertools.product(*axes)]
+    for combo in grid:
+        registry.check_params(kind, name, cls, combo, where=f"suite {path}")
+        if kind == "task":  # the task validates its own ranges now, not at run time
+            try:
+                cls(**combo).check()
+            except SeqbenchError as exc:
+                raise SeqbenchError(f"suite {path}, {exc}") from None
+    return grid, tuple(swept)
+
+
+def _int_table(path: str, where: str, table: Any, keys: tuple[str, ...], minimum: dict) -> dict:
+    if not isinstance(table, dict):
+        raise _err(path, where, f"expected a table, got {type(table).__name__}")
+    out = {}
+    for key, value in table.items():
+        if key not in keys:
+            raise _err(path, where, f"unknown key {key!r}; accepted: {', '.join(keys)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum[key]:
+            raise _err(path, f"{where}.{key}", f"expected an int >= {minimum[key]}, got {value!r}")
+        out[key] = value
+    return out
+
+
+def parse_suite(text: str, path: str = "<string>") -> Suite:
+    """Parse and validate suite TOML ``text``; errors are one line naming file and key."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SeqbenchError(f"suite {path}: not valid TOML: {exc}") from None
+    for key in doc:
+        if key not in SECTIONS:
+            raise _err(path, "", f"unknown section {key!r}; accepted: {', '.join(SECTIONS)}")
+    head = doc.get("suite", {})
+    if not isinstance(head, dict):
+        raise _err(path, "[suite]", "expected a table")
+    for key in head:
+        if key not in ("name", "description", "seeds"):
+            raise _err(path, "[suite]", f"unknown key {key!r}; accepted: name, description, seeds")
+    name = head.get("name", Path(path).stem)
+    if not isinstance(name, str) or not name:
+        raise _err(path, "[suite].name", f"expected a non-empty string, got {name!r}")
+    seeds = head.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+        raise _err(path, "[suite].seeds", f"expected a list of ints >= 0, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise _err(path, "[suite].seeds", f"expected distinct seeds, got {seeds!r}")
+    minimum = {"n_train": 1, "n_valid": 0, "n_test": 1}
+    data = _int_table(path, "[data]", doc.get("data", {}), DATA_KEYS, minimum)
+
+    budget = doc.get("budget", {})
+    if not isinstance(budget, dict):
+        raise _err(path, "[budget]", "expected a table")
+    timeout = budget.get("timeout")
+    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+                                or timeout <= 0):
+        raise _err(path, "[budget].timeout", f"expected seconds > 0, got {timeout!r}")
+
+    tasks, models = [], []
+    for kind, key, out in (("task", "task", tasks), ("model", "model", models)):
+        entries = doc.get(key, [])
+        if not isinstance(entries, list) or not entries:
+            raise _err(path, f"[[{key}]]", f"expected at least one [[{key}]] table")
+        labels = set()
+        reg = registry.tasks if kind == "task" else registry.models
+        for i, entry in enumerate(entries):
+            where = f"[[{key}]] #{i + 1}"
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise _err(path, where, "expected a table with a 'name' key")
+            entry = dict(entry)
+            ename = entry.pop("name")
+            try:
+                cls = reg.get(ename)
+            except SeqbenchError as exc:
+                raise SeqbenchError(f"suite {path}, {where}: {exc}") from None
+            label = entry.pop("label", ename)
+            edata = {}
+            if kind == "task" and "data" in entry:
+                edata = _int_table(path, f"{where}.data", entry.pop("data"), DATA_KEYS, minimum)
+            if label in labels:
+                raise _err(path, where, f"{kind} label {label!r} appears twice; give each a "
+                           "distinct 'label'")
+            labels.add(label)
+            grid, swept = _expand(kind, ename, cls, entry, path)
+            out.append(Entry(ename, label, grid, edata, swept))
+
+    # every budget key must mean something to at least one model of the suite
+    for key, value in budget.items():
+        if key in RUNNER_BUDGET_KEYS:
+            continue
+        owners = [m.name for m in models if key in registry.param_defaults(registry.models.get(m.name))]
+        if not owners:
+            raise _err(path, f"[budget].{key}",
+                       "matches no parameter of the suite's models; budget keys are model "
+                       "parameter names (max_steps, batch_size, ...) or timeout/device")
+        for m in models:
+            cls = registry.models.get(m.name)
+            if key in registry.param_defaults(cls):
+                registry.check_params("model", m.name, cls, {key: value},
+                                      where=f"suite {path}, [budget]")
+    data.setdefault("n_train", 1000)
+    data.setdefault("n_valid", 200)
+    data.setdefault("n_test", 500)
+    return Suite(name, str(path), text, head.get("description", ""), seeds, data, budget,
+                 tasks, models)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate the suite file at ``path``."""
+    p = Path(path)
+    if not p.is_file():
+        raise SeqbenchError(f"suite {path}: no such file")
+    return parse_suite(p.read_text(), str(path))

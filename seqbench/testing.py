@@ -1,0 +1,247 @@
+"""Conformance checks every seqbench model must pass (built-ins and plugins alike).
+
+In a plugin's tests::
+
+    from seqbench.testing import check_model, parametrize_with_checks
+
+    def test_my_model():
+        check_model(MyModel())                 # runs every check, raises on the first failure
+
+    @parametrize_with_checks([MyModel(), MyModel(hidden=8)])
+    def test_conformance(model, check):        # one pytest case per model and check
+        check(model)
+
+The checks: ``clone``/``get_params``/``set_params`` round-trip and the constructor only
+stores its arguments; fit/predict(/predict_proba) shapes for every input kind, target
+kind and problem shape the tags declare; refusal of an undeclared input or target kind
+with :class:`~seqbench.errors.IncompatibleError`; predict-time inputs of the wrong size
+or with NaN refused with :class:`~seqbench.errors.SeqbenchError`; the same
+``random_state`` giving the same predictions (for models tagged deterministic); inputs
+left unmodified; a fitted model that pickles and predicts the same after loading.
+
+Checks run with small budgets: parameters named ``max_steps``, ``eval_every``,
+``max_iter``, ``n_iter`` and ``n_init`` are lowered when the model has them.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from sklearn.base import clone
+
+from .data import SHAPES, SeqData
+from .errors import IncompatibleError, SeqbenchError
+
+QUICK = {"max_steps": 10, "eval_every": 5, "max_iter": 5, "n_iter": 5, "n_init": 1}
+N, T, VOCAB, D, K_CLASSES, K_REAL = 24, 8, 5, 2, 3, 2
+
+
+def quick(model):
+    """A clone of ``model`` with small training budgets (see the module docstring)."""
+    params = model.get_params()
+    return clone(model).set_params(**{k: v for k, v in QUICK.items() if k in params})
+
+
+def shape_mask(shape: str, n: int = N, t: int = T) -> np.ndarray:
+    """A mask of the scored positions for one problem shape."""
+    mask = np.zeros((n, t), dtype=bool)
+    if shape == "many-to-one":
+        mask[:, -1] = True
+    elif shape == "many-to-many-synced":
+        mask[:] = True
+    elif shape == "many-to-many-delayed":
+        mask[:, t // 2:] = True
+    elif shape == "one-to-many":
+        mask[:, 1:] = True
+    elif shape == "one-to-one":
+        mask = np.ones((n, 1), dtype=bool)
+    return mask
+
+
+def make_data(input_kind: str, target_kind: str, shape: str = "many-to-many-synced",
+              seed: int = 0, forecasting: bool = False) -> SeqData:
+    """Small random data of the given kinds and shape (targets depend on the inputs)."""
+    rng = np.random.default_rng(seed)
+    t = 1 if shape == "one-to-one" else T
+    mask = shape_mask(shape, N, t)
+    if forecasting:
+        z = np.cumsum(rng.normal(size=(N, t + 1, 1)), axis=1)  # (N, T+1, 1) random walks
+        return SeqData(z[:, :-1].copy(), z[:, 1:].copy(), np.ones((N, t), bool),
+                       forecasting=True)
+    if input_kind == "tokens":
+        X = rng.integers(0, VOCAB, size=(N, t))  # (N, T)
+        signal = X.astype(float)
+    else:
+        X = rng.normal(size=(N, t, D))  # (N, T, D)
+        signal = X[..., 0]
+    if target_kind == "classes":
+        Y = (np.floor(np.abs(signal)) % K_CLASSES).astype(np.int64)  # (N, T)
+        Y.flat[np.flatnonzero(mask)[:K_CLASSES]] = np.arange(K_CLASSES)  # every class occurs
+        return SeqData(X, Y, mask, target_size=K_CLASSES,
+                       input_size=VOCAB if input_kind == "tokens" else None)
+    Y = np.stack([signal, -signal], axis=-1) + 0.1 * rng.normal(size=(N, t, K_REAL))
+    return SeqData(X, Y, mask, input_size=VOCAB if input_kind == "tokens" else None)
+
+
+def _supported(model) -> list[tuple[str, str, str, bool]]:
+    tags = model.tags()
+    if tags["forecasting_only"]:
+        return [("real", "real", "many-to-many-synced", True)]
+    out = []
+    for ik in tags["input_kinds"]:
+        for tk in tags["target_kinds"]:
+            for shape in tags["shapes"]:
+                out.append((ik, tk, shape, False))
+    return out
+
+
+def _fail(model, msg: str) -> AssertionError:
+    return AssertionError(f"{type(model).__name__}: {msg}")
+
+
+# -- the checks ----------------------------------------------------------------------------
+def check_clone_params(model) -> None:
+    """get_params/set_params round-trip; clone gives an equal, unfitted model."""
+    params = model.get_params()
+    twin = clone(model)
+    if twin.get_params() != params:
+        raise _fail(model, "clone() changed the parameters")
+    twin.set_params(**params)
+    if twin.get_params() != params:
+        raise _fail(model, "set_params(**get_params()) changed the parameters")
+    fitted = [k for k in vars(twin) if k.endswith("_") and not k.startswith("_")]
+    if fitted:
+        raise _fail(model, f"the constructor set fitted-looking attributes {fitted}")
+
+
+def check_fit_predict_shapes(model) -> None:
+    """fit returns self; predictions align with Y for every declared kind and shape."""
+    for ik, tk, shape, fc in _supported(model):
+        data = make_data(ik, tk, shape, forecasting=fc)
+        m = quick(model)
+        if m.fit(data, data, shape=shape) is not m:
+            raise _fail(model, "fit must return self")
+        pred = m.predict(data.X)
+        expected = data.Y.shape
+        if pred.shape != expected:
+            raise _fail(model, f"predict on {ik}->{tk} {shape}: shape {pred.shape}, "
+                        f"expected {expected}")
+        if tk == "real" and not np.isfinite(pred[data.mask]).all():
+            raise _fail(model, f"predict on {ik}->{tk} {shape}: non-finite predictions")
+        if tk == "classes":
+            if not ((pred >= 0) & (pred < data.target_size)).all():
+                raise _fail(model, f"predict on {ik}->{tk} {shape}: class ids out of range")
+            if m.tags()["predict_proba"]:
+                proba = m.predict_proba(data.X)
+                if proba.shape != (*data.Y.shape, data.target_size):
+                    raise _fail(model, f"predict_proba shape {proba.shape}")
+                if not np.allclose(proba[data.mask].sum(-1), 1.0, atol=1e-5):
+                    raise _fail(model, "predict_proba rows do not sum to 1")
+
+
+def check_refuses_undeclared(model) -> None:
+    """Data of a kind the tags do not declare is refused with IncompatibleError."""
+    tags = model.tags()
+    for ik in ("tokens", "real"):
+        for tk in ("classes", "real"):
+            if ik in tags["input_kinds"] and tk in tags["target_kinds"]:
+                continue
+            data = make_data(ik, tk)
+            try:
+                quick(model).fit(data)
+            except IncompatibleError:
+                continue
+            raise _fail(model, f"accepted {ik}->{tk} data its tags do not declare")
+
+
+def check_predict_validates(model) -> None:
+    """predict refuses inputs of the wrong size or with NaN, with a SeqbenchError."""
+    ik, tk, shape, fc = _supported(model)[0]
+    data = make_data(ik, tk, shape, forecasting=fc)
+    m = quick(model).fit(data, data, shape=shape)
+    bad = []
+    if ik == "tokens":
+        bad.append(data.X + data.input_size)  # ids beyond the vocabulary
+        bad.append(data.X.astype(float)[..., None])  # wrong kind
+    else:
+        bad.append(np.concatenate([data.X, data.X], axis=-1))  # wrong D
+        nan = data.X.copy()
+        nan[0, 0, 0] = np.nan
+        bad.append(nan)
+    for X in bad:
+        try:
+            m.predict(X)
+        except SeqbenchError:
+            continue
+        raise _fail(model, f"predict accepted bad input of shape {X.shape} dtype {X.dtype}")
+
+
+def check_deterministic(model) -> None:
+    """The same random_state gives the same predictions (models tagged deterministic)."""
+    if not model.tags()["deterministic"]:
+        return
+    params = model.get_params()
+    for ik, tk, shape, fc in _supported(model)[:2]:
+        data = make_data(ik, tk, shape, forecasting=fc)
+        preds = []
+        for _ in range(2):
+            m = quick(model)
+            if "random_state" in params:
+                m.set_params(random_state=7)
+            preds.append(m.fit(data, data, shape=shape).predict(data.X))
+        if not np.array_equal(preds[0], preds[1]):
+            raise _fail(model, f"two fits with random_state=7 predict differently ({ik}->{tk})")
+
+
+def check_inputs_unmodified(model) -> None:
+    """fit and predict leave the caller's arrays untouched."""
+    ik, tk, shape, fc = _supported(model)[0]
+    data = make_data(ik, tk, shape, forecasting=fc)
+    before = [a.copy() for a in (data.X, data.Y, data.mask)]
+    m = quick(model).fit(data, data, shape=shape)
+    m.predict(data.X)
+    for a, b in zip(before, (data.X, data.Y, data.mask)):
+        if not np.array_equal(a, b):
+            raise _fail(model, "fit or predict modified its input arrays")
+
+
+def check_pickle(model) -> None:
+    """A fitted model pickles and predicts the same after loading."""
+    ik, tk, shape, fc = _supported(model)[0]
+    data = make_data(ik, tk, shape, forecasting=fc)
+    m = quick(model).fit(data, data, shape=shape)
+    loaded = pickle.loads(pickle.dumps(m))
+    if not np.allclose(m.predict(data.X), loaded.predict(data.X), equal_nan=True):
+        raise _fail(model, "predictions changed after a pickle round-trip")
+
+
+CHECKS: tuple[Callable, ...] = (
+    check_clone_params,
+    check_fit_predict_shapes,
+    check_refuses_undeclared,
+    check_predict_validates,
+    check_deterministic,
+    check_inputs_unmodified,
+    check_pickle,
+)
+
+
+def check_model(model) -> None:
+    """Run every conformance check on ``model``; raise AssertionError on the first failure."""
+    for check in CHECKS:
+        check(model)
+
+
+def parametrize_with_checks(models: Iterable) -> Callable:
+    """A ``pytest.mark.parametrize`` over (model, check) pairs, one case per pair."""
+    import pytest
+
+    models = list(models)
+    cases = [(m, c) for m in models for c in CHECKS]
+    ids = [f"{type(m).__name__}-{c.__name__}" for m, c in cases]
+    return pytest.mark.parametrize("model, check", cases, ids=ids)
+
+
+__all__ = ["CHECKS", "SHAPES", "check_model", "make_data", "parametrize_with_checks", "quick"]

@@ -1,0 +1,174 @@
+"""Suite files, the store, the runner and the CLI, end to end."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from seqbench import registry
+from seqbench.cli import main
+from seqbench.errors import SeqbenchError
+from seqbench.suite import canonical_hash, parse_suite
+
+SUITE = """
+[suite]
+name = "tiny"
+seeds = [0, 1]
+
+[data]
+n_train = 300
+n_valid = 50
+n_test = 200
+
+[budget]
+max_steps = 30
+
+[[task]]
+name = "jane-recall"
+lag = [2, 5]
+n_names = 4
+
+[[model]]
+name = "chance"
+
+[[model]]
+name = "lstm"
+hidden_size = 8
+eval_every = 10
+"""
+
+
+def write(tmp_path, text, name="suite.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
+    suite = parse_suite(SUITE, "tiny.toml")
+    jobs = suite.jobs()
+    assert len(jobs) == 2 * 2 * 2  # lags x models x seeds
+    assert len({j["hash"] for j in jobs}) == 8
+    lstm = [j for j in jobs if j["model"] == "lstm"][0]
+    assert lstm["model_params"]["max_steps"] == 30          # the budget reached the model
+    assert lstm["task_sweep"] == {"lag": 2} and lstm["model_sweep"] == {}
+    reordered = SUITE.replace('name = "jane-recall"\nlag = [2, 5]\nn_names = 4',
+                              'n_names = 4\nlag = [2, 5]\nname = "jane-recall"')
+    assert reordered != SUITE
+    assert [j["hash"] for j in parse_suite(reordered, "x.toml").jobs()] == [j["hash"] for j in jobs]
+    spec = {k: lstm[k] for k in ("task", "task_version", "task_params", "model", "model_version",
+                                 "model_params", "seed", "data")}
+    assert canonical_hash(spec) == lstm["hash"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('name = "lstm"', 'name = "lstn"'), "unknown model 'lstn'; available: .*lstm"),
+    (("hidden_size = 8", "hiden_size = 8"),
+     "model 'lstm': unknown parameter 'hiden_size'; accepted: hidden_size"),
+    (("n_names = 4", "n_names = [[4]]"), "parameter 'n_names': expected int"),
+    (("hidden_size = 8", 'hidden_size = "big"'), "parameter 'hidden_size': expected int"),
+    (("max_steps = 30", "max_step = 30"), r"\[budget\].max_step: matches no parameter"),
+    (("n_train = 300", "n_train = -3"), r"\[data\].n_train: expected an int >= 1"),
+    (("lag = [2, 5]", "lag = [2, -5]"), "parameter 'lag': expected an int >= 0"),
+    (("seeds = [0, 1]", "seeds = [0, 0]"), "expected distinct seeds"),
+    (("[suite]", "[suite\n"), "not valid TOML"),
+])
+def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):
+    store = tmp_path / "store.sqlite"
+    assert main(["run", str(write(tmp_path, SUITE, "ok.toml")), "--store", str(store), "-q"]) == 0
+    before = sqlite3.connect(store).execute("SELECT hash, status, score FROM runs").fetchall()
+    capsys.readouterr()
+    bad = write(tmp_path, SUITE.replace(*edit))
+    assert main(["run", str(bad), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"seqbench: error: suite {bad}")
+    assert __import__("re").search(message, err), err
+    after = sqlite3.connect(store).execute("SELECT hash, status, score FROM runs").fetchall()
+    assert after == before
+
+
+def test_run_twice_trains_nothing_the_second_time(tmp_path, capsys):
+    suite, store = write(tmp_path, SUITE), tmp_path / "s.sqlite"
+    assert main(["run", str(suite), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "8 to run" in out and "ran 8 job(s)" in out
+    rows = sqlite3.connect(store).execute("SELECT status, provenance, n_params FROM runs").fetchall()
+    assert len(rows) == 8 and all(r[0] == "ok" for r in rows)
+    prov = json.loads(rows[0][1])
+    for key in ("python", "seqbench", "torch", "numpy", "host"):
+        assert prov[key]
+    assert main(["run", str(suite), "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "8 already in the store, 0 to run" in out and "ran 0 job(s), 8 already done" in out
+    assert "jane-recall lag=2" in out and "(chance)" in out
+    assert sqlite3.connect(store).execute("SELECT count(*) FROM runs").fetchone()[0] == 8
+
+
+def test_a_failing_job_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
+    # lr = 0 passes the type check but fails inside fit: recorded as failed, others run
+    text = SUITE.replace("eval_every = 10", "eval_every = 10\nlr = [0.0, 0.01]")
+    store = tmp_path / "s.sqlite"
+    assert main(["run", str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "not ok: 4 failed" in out
+    rows = sqlite3.connect(store).execute(
+        "SELECT status, error FROM runs WHERE model = 'lstm'").fetchall()
+    assert sorted(r[0] for r in rows) == ["failed"] * 4 + ["ok"] * 4
+    assert all("parameter 'lr': expected a float > 0" in r[1] for r in rows if r[0] == "failed")
+    assert main(["results", "--store", str(store), "--errors"]) == 0
+    assert capsys.readouterr().out.count("failed: lstm") == 4
+
+
+def test_skipped_pairs_are_recorded_with_the_reason(tmp_path):
+    from seqbench.registry import models
+    from seqbench.runner import run_job
+
+    job = parse_suite(SUITE, "t.toml").jobs()[0]
+    job = {**job, "model": "real-only", "model_params": {}}
+    from seqbench.models.baseline import ChanceBaseline
+
+    class RealOnly(ChanceBaseline):
+        _tags = {"input_kinds": ("real",)}
+
+    models.register("real-only", RealOnly)
+    try:
+        rec = run_job(job)
+    finally:
+        models._extra.pop("real-only")
+    assert rec["status"] == "skipped" and "takes real inputs, not tokens" in rec["error"]
+
+
+def test_list_shows_models_and_tasks_with_parameters(capsys):
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm:" in out and "hidden_size=64" in out and "chance:" in out
+    assert main(["list", "tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "jane-recall:" in out and "lag=10" in out and "many-to-one" in out
+
+
+def test_unknown_store_directory_and_results_on_missing_store(tmp_path, capsys):
+    assert main(["results", "--store", str(tmp_path / "nope.sqlite")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["run", str(write(tmp_path, SUITE)), "--store", str(blocker / "x.sqlite")]) == 2
+
+
+def test_help_for_every_command():
+    for args in (["--help"], ["run", "--help"], ["list", "--help"], ["results", "--help"]):
+        out = subprocess.run([sys.executable, "-m", "seqbench.cli", *args], capture_output=True,
+                             text=True, check=True).stdout
+        assert "usage: seqbench" in out
+
+
+def test_registry_errors_list_what_is_accepted():
+    with pytest.raises(SeqbenchError, match="unknown model 'nope'; available: .*chance.*lstm"):
+        registry.make_model("nope")
+    with pytest.raises(SeqbenchError, match="unknown parameter 'hiden'; accepted: hidden_size"):
+        registry.make_model("lstm", hiden=3)
+    with pytest.raises(SeqbenchError, match="expected int like the default 64, got list"):
+        registry.make_model("lstm", hidden_size=[3])
