@@ -1,8 +1,23 @@
-"""Tables from the results store (read with pandas)."""
+"""Tables and statistics from the results store (read with pandas).
+
+``summary_table`` is the quick table ``seqbench run``/``results`` print. The rest serves
+``seqbench report`` and ``seqbench compare``: per-cell means with 95 % Student t
+intervals over seeds, normalised scores and ranks (:func:`cell_stats`), the memory
+horizon (:func:`memory_horizons`), the Friedman test with the Nemenyi post-hoc over task
+settings (:func:`friedman_nemenyi`) and the comparison of two result sets
+(:func:`compare`). Plots live in :mod:`seqbench.plots`, the HTML page in
+:mod:`seqbench.html`, writing everything in :func:`write_report`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
+from scipy import stats
+
+from .errors import SeqbenchError
 
 
 def _fmt_params(d: dict | None) -> str:
@@ -49,7 +64,8 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
             if len(ok):
                 row[m] = _num(ok["score"].mean())
                 if len(ok) < len(cell):
-                    row[m] += f" ({len(cell) - len(ok)} {'/'.join(sorted(set(cell['status']) - {'ok'}))})"
+                    bad = "/".join(sorted(set(cell["status"]) - {"ok"}))
+                    row[m] += f" ({len(cell) - len(ok)} {bad})"
             elif len(cell):
                 row[m] = "/".join(sorted(set(cell["status"])))
             else:
@@ -69,3 +85,704 @@ def render_table(table: pd.DataFrame) -> str:
     if table.empty:
         return "(no results)"
     return table.to_string()
+
+
+# ---------------------------------------------------------------------------------------
+# Statistics over seeds
+# ---------------------------------------------------------------------------------------
+
+#: Task parameters read as a "dependency length" (the gap a model must bridge), in order of
+#: preference: ``lag`` (Jane recall, copy with a lag, ...), ``blanks`` (copy memory),
+#: ``length``/``T`` (adding, temporal order: the sequence length sets the gap), ``gap``,
+#: ``delay``. A task family is *lag-swept* when its suite sweeps one of these parameters
+#: over at least two values; otherwise, when its rows carry per-lag slices (a ``lag``
+#: meta column, e.g. Jane recall with ``lag_max``), those slices are the sweep.
+DEPENDENCY_PARAMS = ("lag", "blanks", "length", "T", "gap", "delay")
+#: Slice columns read as per-example dependency lengths.
+DEPENDENCY_SLICES = ("lag",)
+HORIZON_LEVEL = 0.5
+CONFIDENCE = 0.95
+
+
+def t_interval(values, level: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Mean and the half-width and standard deviation of a Student t interval over seeds.
+
+    ``mean +- t_{(1+level)/2, n-1} * s / sqrt(n)`` with ``s`` the sample standard
+    deviation (ddof=1). With fewer than two values the half-width and ``s`` are NaN
+    (no interval is shown).
+    """
+    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    s = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * s / np.sqrt(n))
+    return mean, half, s
+
+
+def _best_of(row) -> float:
+    """The reference top score of a row's task: its oracle, else a perfect score."""
+    oracle = row.get("oracle")
+    if oracle is not None and np.isfinite(oracle):
+        return float(oracle)
+    try:  # the task's own spec knows its perfect score
+        from . import registry
+
+        return registry.tasks.get(row["task"])(**(row["task_params"] or {})).spec().best
+    except Exception:  # noqa: BLE001 - a task no longer installed: the metric's convention
+        return 1.0 if row.get("higher_is_better") else 0.0
+
+
+def normalise(score: float, chance: float, best: float) -> float:
+    """``(score - chance) / (best - chance)``: 0 = chance, 1 = oracle or perfect."""
+    span = best - chance
+    if span == 0 or score is None or not np.isfinite(score):
+        return float("nan")
+    return float((score - chance) / span)
+
+
+def _fmt_ci(mean: float, half: float, digits: int = 3) -> str:
+    if mean is None or not np.isfinite(mean):
+        return "-"
+    if half is None or not np.isfinite(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task setting, model): statistics of the primary metric over seeds.
+
+    Columns: ``setting``, ``task``, ``task_label``, ``model_name``, ``metric``,
+    ``higher_is_better``, ``chance``, ``best`` (oracle or perfect score), ``n_jobs``,
+    ``n_ok``, ``status`` (``ok`` or the statuses of the jobs that did not finish),
+    ``mean``, ``sd``, ``ci`` (half-width of the 95 % t interval), ``ci_low``,
+    ``ci_high``, ``norm_mean``, ``norm_ci`` (the same for the normalised score) and
+    ``rank`` (1 = best model on that setting by mean score, ties averaged). Order
+    follows first appearance in ``df``.
+    """
+    if df.empty:
+        return pd.DataFrame()
+    df = setting_names(df)
+    out = []
+    for (setting, model), cell in df.groupby(["setting", "model_name"], sort=False):
+        ok = cell[cell["status"] == "ok"]
+        first = cell.iloc[0]
+        mean, half, sd = t_interval(ok["score"])
+        nmean, nhalf, _ = t_interval(ok["normalised"])
+        out.append({
+            "setting": setting, "task": first["task"], "task_label": first["task_label"],
+            "model_name": model, "metric": first["metric"],
+            "higher_is_better": bool(first["higher_is_better"]),
+            "chance": first["chance"],
+            "best": _best_of(ok.iloc[0]) if len(ok) else float("nan"),
+            "n_jobs": len(cell), "n_ok": len(ok),
+            "status": "ok" if len(ok) == len(cell) else
+                      "/".join(sorted(set(cell["status"]) - {"ok"})),
+            "mean": mean, "sd": sd, "ci": half,
+            "ci_low": mean - half, "ci_high": mean + half,
+            "norm_mean": nmean, "norm_ci": nhalf,
+        })
+    cells = pd.DataFrame(out)
+    cells["rank"] = float("nan")
+    for _, idx in cells.groupby("setting", sort=False).groups.items():
+        sub = cells.loc[idx]
+        good = sub[np.isfinite(sub["mean"])]
+        if good.empty:
+            continue
+        sign = -1.0 if good["higher_is_better"].iloc[0] else 1.0
+        cells.loc[good.index, "rank"] = stats.rankdata(sign * good["mean"].to_numpy())
+    return cells
+
+
+def wide_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Task settings x models, as display strings: ``score`` (mean ± 95 % CI half-width),
+    ``normalised`` (the same for the normalised score) and ``rank`` (with a last row,
+    the mean rank over the settings where every model finished)."""
+    if cells.empty:
+        return {}
+    settings = list(dict.fromkeys(cells["setting"]))
+    models = list(dict.fromkeys(cells["model_name"]))
+    score_rows, norm_rows, rank_rows = [], [], []
+    for s in settings:
+        sub = cells[cells["setting"] == s].set_index("model_name")
+        first = sub.iloc[0]
+        arrow = "↑" if first["higher_is_better"] else "↓"
+        srow = {"task": s, "metric": f"{first['metric']} {arrow}",
+                "(chance)": _num(first["chance"]), "(best)": _num(first["best"])}
+        nrow, rrow = {"task": s}, {"task": s}
+        for m in models:
+            if m not in sub.index:
+                srow[m] = nrow[m] = rrow[m] = ""
+                continue
+            c = sub.loc[m]
+            if c["n_ok"] == 0:
+                srow[m] = nrow[m] = rrow[m] = c["status"]
+                continue
+            srow[m] = _fmt_ci(c["mean"], c["ci"])
+            if c["n_ok"] < c["n_jobs"]:
+                srow[m] += f" ({c['n_jobs'] - c['n_ok']} {c['status']})"
+            nrow[m] = _fmt_ci(c["norm_mean"], c["norm_ci"], 2)
+            rrow[m] = f"{c['rank']:g}"
+        score_rows.append(srow)
+        norm_rows.append(nrow)
+        rank_rows.append(rrow)
+    fr = friedman_nemenyi(cells)
+    if fr["mean_ranks"] is not None:
+        rank_rows.append({"task": f"mean rank ({fr['n_blocks']} complete settings)",
+                          **{m: f"{fr['mean_ranks'].get(m, float('nan')):.2f}" for m in models}})
+    return {"score": pd.DataFrame(score_rows).set_index("task"),
+            "normalised": pd.DataFrame(norm_rows).set_index("task"),
+            "rank": pd.DataFrame(rank_rows).set_index("task")}
+
+
+# ---------------------------------------------------------------------------------------
+# Ranks across tasks: Friedman test and Nemenyi post-hoc
+# ---------------------------------------------------------------------------------------
+
+def friedman_nemenyi(cells: pd.DataFrame) -> dict:
+    """Friedman test over models with task settings as blocks, then Nemenyi post-hoc.
+
+    Blocks are task settings with each model's score *averaged over seeds*: seeds are
+    repeated measurements of one condition, not independent problems, so counting them
+    as blocks would overstate the evidence. Scores are oriented so that higher is
+    better (lower-is-better metrics are negated) and ranked within each block, rank
+    1 = best. Only models with a finished score somewhere take part, and only settings
+    where all of them finished are blocks. Needs at least 3 models and 2 blocks;
+    otherwise ``skipped`` says why.
+
+    Returns ``{"models", "n_blocks", "matrix" (blocks x models, oriented), "mean_ranks"
+    (Series, ascending), "statistic", "pvalue", "nemenyi" (models x models p-values),
+    "skipped"}``; the statistic comes from :func:`scipy.stats.friedmanchisquare` and the
+    post-hoc from :func:`scikit_posthocs.posthoc_nemenyi_friedman`.
+    """
+    out = {"models": [], "n_blocks": 0, "matrix": None, "mean_ranks": None,
+           "statistic": float("nan"), "pvalue": float("nan"), "nemenyi": None, "skipped": None}
+    if cells.empty:
+        out["skipped"] = "no results"
+        return out
+    ok = cells[np.isfinite(cells["mean"])]
+    models = list(dict.fromkeys(ok["model_name"]))
+    oriented = ok["mean"] * np.where(ok["higher_is_better"], 1.0, -1.0)
+    matrix = (ok.assign(oriented=oriented)
+              .pivot_table(index="setting", columns="model_name", values="oriented",
+                           aggfunc="first", sort=False)
+              .reindex(columns=models))
+    matrix = matrix.dropna(axis=0, how="any")
+    out["models"] = models
+    out["n_blocks"] = len(matrix)
+    if len(matrix):
+        ranks = matrix.rank(axis=1, ascending=False)  # 1 = best, ties averaged
+        out["mean_ranks"] = ranks.mean(axis=0).sort_values()
+        out["matrix"] = matrix
+    if len(models) < 3:
+        out["skipped"] = f"needs at least 3 models with results, got {len(models)}"
+        return out
+    if len(matrix) < 2:
+        out["skipped"] = (f"needs at least 2 task settings where every model finished, "
+                          f"got {len(matrix)}")
+        return out
+    res = stats.friedmanchisquare(*[matrix[m].to_numpy() for m in models])
+    out["statistic"], out["pvalue"] = float(res.statistic), float(res.pvalue)
+    try:
+        import scikit_posthocs as sp
+    except ImportError:  # pragma: no cover - the `report` extra is not installed
+        out["skipped"] = "Nemenyi post-hoc needs scikit-posthocs (pip install seqbench[report])"
+        return out
+    out["nemenyi"] = sp.posthoc_nemenyi_friedman(matrix.to_numpy())
+    out["nemenyi"].index = out["nemenyi"].columns = models
+    return out
+
+
+def friedman_text(fr: dict) -> str:
+    if fr["skipped"]:
+        text = f"Friedman test skipped: {fr['skipped']}"
+        if fr["mean_ranks"] is not None:
+            text += "\nmean rank: " + ", ".join(f"{m} {r:.2f}"
+                                                for m, r in fr["mean_ranks"].items())
+        return text
+    lines = [f"Friedman chi2 = {fr['statistic']:.3f}, p = {fr['pvalue']:.3g} "
+             f"({len(fr['models'])} models, {fr['n_blocks']} task settings as blocks, "
+             "scores averaged over seeds)",
+             "mean rank (1 = best): " + ", ".join(f"{m} {r:.2f}"
+                                                 for m, r in fr["mean_ranks"].items())]
+    if fr["nemenyi"] is not None:
+        pairs = []
+        names = list(fr["nemenyi"].columns)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                p = float(fr["nemenyi"].loc[a, b])
+                if p < 0.05:
+                    pairs.append(f"{a} vs {b} (p = {p:.3g})")
+        lines.append("Nemenyi, significantly different at 0.05: "
+                     + (", ".join(pairs) if pairs else "none"))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Memory horizon
+# ---------------------------------------------------------------------------------------
+
+def crossing(lags, scores, level: float = HORIZON_LEVEL) -> tuple[float, str]:
+    """The longest dependency length at which a normalised-score curve stays >= ``level``.
+
+    With lags sorted ascending ``L_1 < ... < L_m`` and scores ``s_i`` (NaNs dropped):
+    if ``s_1 < level`` the horizon is below the measured range (returns ``(L_1, "<")``);
+    otherwise at the first ``i`` with ``s_i >= level > s_{i+1}`` it is the linear
+    interpolation of the crossing,
+    ``L_i + (s_i - level) / (s_i - s_{i+1}) * (L_{i+1} - L_i)`` (returns ``(h, "=")``);
+    if the score never drops below ``level`` it is at least the largest lag
+    (returns ``(L_m, ">=")``). Repeated lags are averaged first.
+    """
+    pts = pd.Series(np.asarray(scores, float), index=np.asarray(lags, float))
+    pts = pts[np.isfinite(pts.to_numpy())]
+    if pts.empty:
+        return float("nan"), "none"
+    pts = pts.groupby(level=0).mean().sort_index()
+    L, s = pts.index.to_numpy(), pts.to_numpy()
+    if s[0] < level:
+        return float(L[0]), "<"
+    for i in range(len(s) - 1):
+        if s[i + 1] < level:
+            return float(L[i] + (s[i] - level) / (s[i] - s[i + 1]) * (L[i + 1] - L[i])), "="
+    return float(L[-1]), ">="
+
+
+def lag_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Normalised score against dependency length for every finished job of a lag-swept
+    task family. Columns: ``family``, ``dep`` (the parameter or slice column),
+    ``model_name``, ``seed``, ``lag``, ``score``, ``normalised``, ``chance``, ``best``,
+    ``metric``, ``higher_is_better``. See :data:`DEPENDENCY_PARAMS` for what counts.
+    """
+    cols = ["family", "dep", "model_name", "seed", "lag", "score", "normalised", "chance",
+            "best", "metric", "higher_is_better"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df = setting_names(df)
+    ok = df[df["status"] == "ok"]
+    rows = []
+    # 1. a swept dependency parameter: the family is the task label and its other sweeps
+    swept_rows = set()
+    for label, sub in ok.groupby("task_label", sort=False):
+        sweeps = sub["task_sweep"].map(lambda d: d or {})
+        keys = set().union(*sweeps) if len(sweeps) else set()
+        dep = next((p for p in DEPENDENCY_PARAMS if p in keys
+                    and sweeps.map(lambda d, p=p: d.get(p)).nunique() >= 2), None)
+        if dep is None:
+            continue
+        for idx, r in sub.iterrows():
+            sweep = r["task_sweep"] or {}
+            if dep not in sweep:
+                continue
+            rest = {k: v for k, v in sweep.items() if k != dep}
+            swept_rows.add(idx)
+            rows.append({"family": (label + " " + _fmt_params(rest)).strip(), "dep": dep,
+                         "model_name": r["model_name"], "seed": r["seed"],
+                         "lag": float(sweep[dep]), "score": r["score"],
+                         "normalised": r["normalised"], "chance": r["chance"],
+                         "best": _best_of(r), "metric": r["metric"],
+                         "higher_is_better": bool(r["higher_is_better"])})
+    # 2. per-lag slices of one setting (a spread of lags within the data)
+    for idx, r in ok.iterrows():
+        if idx in swept_rows or not isinstance(r["slices"], dict):
+            continue
+        for col in DEPENDENCY_SLICES:
+            sl = r["slices"].get(col)
+            if not isinstance(sl, dict) or len(sl) < 2:
+                continue
+            best = _best_of(r)
+            for key, metrics in sl.items():
+                score = (metrics or {}).get(r["metric"])
+                if score is None:
+                    continue
+                rows.append({"family": f"{r['setting']} (per {col})", "dep": col,
+                             "model_name": r["model_name"], "seed": r["seed"],
+                             "lag": float(key), "score": float(score),
+                             "normalised": normalise(float(score), r["chance"], best),
+                             "chance": r["chance"], "best": best, "metric": r["metric"],
+                             "higher_is_better": bool(r["higher_is_better"])})
+            break
+    return pd.DataFrame(rows, columns=cols)
+
+
+def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL) -> pd.DataFrame:
+    """Per model and lag-swept task family: the memory horizon, the longest dependency
+    length at which the normalised score stays >= ``level`` (see :func:`crossing`),
+    computed per seed and then averaged with a 95 % t interval over seeds.
+
+    A seed whose curve never drops below ``level`` counts at the largest measured lag and
+    one already below at the smallest lag counts at the smallest; ``n_right``/``n_left``
+    count such censored seeds, and ``display`` says ``>= L_max`` or ``< L_min`` when
+    every seed is censored the same way (the mean is then a bound, not an estimate).
+    """
+    pts = lag_points(df)
+    cols = ["family", "dep", "model_name", "lag_min", "lag_max", "n_lags", "n_seeds",
+            "horizon", "ci", "n_right", "n_left", "per_seed", "display"]
+    if pts.empty:
+        return pd.DataFrame(columns=cols)
+    out = []
+    for (family, model), sub in pts.groupby(["family", "model_name"], sort=False):
+        per_seed, kinds = [], []
+        for _seed, s in sub.groupby("seed", sort=True):
+            h, kind = crossing(s["lag"], s["normalised"], level)
+            if kind != "none":
+                per_seed.append(h)
+                kinds.append(kind)
+        mean, half, _ = t_interval(per_seed)
+        lo, hi = float(sub["lag"].min()), float(sub["lag"].max())
+        n_r, n_l = kinds.count(">="), kinds.count("<")
+        if not per_seed:
+            display = "-"
+        elif n_r == len(kinds):
+            display = f"≥ {hi:g}"
+        elif n_l == len(kinds):
+            display = f"< {lo:g}"
+        else:
+            display = _fmt_ci(mean, half, 1)
+            if n_r or n_l:
+                display += f" ({n_r + n_l}/{len(kinds)} censored)"
+        out.append({"family": family, "dep": sub["dep"].iloc[0], "model_name": model,
+                    "lag_min": lo, "lag_max": hi, "n_lags": sub["lag"].nunique(),
+                    "n_seeds": len(per_seed), "horizon": mean, "ci": half, "n_right": n_r,
+                    "n_left": n_l, "per_seed": per_seed, "display": display})
+    return pd.DataFrame(out, columns=cols)
+
+
+def horizon_table(hz: pd.DataFrame) -> pd.DataFrame:
+    """Task families x models, the memory horizon's display string."""
+    if hz.empty:
+        return pd.DataFrame()
+    rows = []
+    for family, sub in hz.groupby("family", sort=False):
+        first = sub.iloc[0]
+        row = {"task family": family,
+               "lags": f"{first['dep']} {first['lag_min']:g}..{first['lag_max']:g} "
+                       f"({first['n_lags']})"}
+        row.update(dict(zip(sub["model_name"], sub["display"])))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("task family").fillna("")
+
+
+# ---------------------------------------------------------------------------------------
+# Comparing two result sets
+# ---------------------------------------------------------------------------------------
+
+def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
+    """Finished runs from a store (``.sqlite``/``.db`` or any SQLite file) or a CSV written
+    by ``seqbench report`` (``runs.csv``: one row per seed; or ``cells.csv``: means with
+    ``sd`` and ``n_ok``). Returns a frame with ``setting``, ``model_name``, ``metric``,
+    ``higher_is_better`` and either ``seed``/``score`` or ``mean``/``sd``/``n_ok``."""
+    from .store import Store
+
+    p = Path(path)
+    if not p.is_file():
+        raise SeqbenchError(f"compare: {path}: no such file (expected a store or a CSV)")
+    if p.suffix.lower() == ".csv":
+        try:
+            df = pd.read_csv(p)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+            raise SeqbenchError(f"compare: {path}: not a readable CSV ({exc})") from None
+        need = {"setting", "model_name", "metric", "higher_is_better"}
+        if not (need <= set(df.columns) and ({"seed", "score"} <= set(df.columns)
+                                             or {"mean", "sd", "n_ok"} <= set(df.columns))):
+            raise SeqbenchError(
+                f"compare: {path}: expected a runs.csv or cells.csv from seqbench report "
+                f"(columns {sorted(need)} and seed/score or mean/sd/n_ok), got columns "
+                f"{list(df.columns)}")
+        if suite is not None and "suite" in df.columns:
+            df = df[df["suite"] == suite]
+        df["higher_is_better"] = df["higher_is_better"].astype(bool)
+        return df
+    with Store(p, create=False) as store:
+        df = store.frame(suite)
+    df = setting_names(df)
+    return runs_frame(df)
+
+
+def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished job with the columns ``compare`` and ``runs.csv`` use."""
+    cols = ["suite", "setting", "model_name", "task", "model", "seed", "metric",
+            "higher_is_better", "score", "normalised", "chance", "n_params", "device"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    if "setting" not in df.columns:
+        df = setting_names(df)
+    ok = df[df["status"] == "ok"]
+    out = ok[cols].copy()
+    out["higher_is_better"] = out["higher_is_better"].astype(bool)
+    return out.reset_index(drop=True)
+
+
+def _cell_summary(sub: pd.DataFrame) -> dict:
+    if "seed" in sub.columns and "score" in sub.columns:
+        scores = dict(zip(sub["seed"].astype(int), sub["score"].astype(float)))
+        x = np.array(list(scores.values()))
+        return {"seeds": scores, "mean": float(x.mean()),
+                "sd": float(x.std(ddof=1)) if len(x) > 1 else float("nan"), "n": len(x)}
+    r = sub.iloc[0]
+    return {"seeds": None, "mean": float(r["mean"]), "sd": float(r["sd"]), "n": int(r["n_ok"])}
+
+
+def difference_test(a: dict, b: dict) -> tuple[float, str]:
+    """p-value for "B differs from A" and the test used.
+
+    Paired t-test (:func:`scipy.stats.ttest_rel`) when both sides have per-seed scores
+    for the same seeds (at least two); otherwise Welch's t-test
+    (:func:`scipy.stats.ttest_ind` / ``ttest_ind_from_stats`` with unequal variances),
+    which needs two scores on each side. With no spread at all (deterministic models),
+    p is 0 when the scores differ and 1 when they are equal. NaN: too few seeds.
+    """
+    if a["seeds"] is not None and b["seeds"] is not None and set(a["seeds"]) == set(b["seeds"]) \
+            and a["n"] >= 2:
+        seeds = sorted(a["seeds"])
+        xa = np.array([a["seeds"][s] for s in seeds])
+        xb = np.array([b["seeds"][s] for s in seeds])
+        d = xb - xa
+        if np.all(d == d[0]):  # no spread in the differences: t is 0/0 or infinite
+            return (1.0 if d[0] == 0 else 0.0), "paired"
+        return float(stats.ttest_rel(xb, xa).pvalue), "paired"
+    if a["n"] < 2 or b["n"] < 2 or not (np.isfinite(a["sd"]) and np.isfinite(b["sd"])):
+        return float("nan"), "none"
+    if a["sd"] == 0 and b["sd"] == 0:
+        return (1.0 if a["mean"] == b["mean"] else 0.0), "welch"
+    res = stats.ttest_ind_from_stats(b["mean"], b["sd"], b["n"], a["mean"], a["sd"], a["n"],
+                                     equal_var=False)
+    return float(res.pvalue), "welch"
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per (task setting, model) cell: mean in A and B, ``diff`` = B - A, the p-value of
+    :func:`difference_test` and a verdict for B relative to A: ``better`` / ``worse``
+    when p < ``alpha`` in the metric's good / bad direction, ``same`` otherwise,
+    ``untested`` with too few seeds, ``only in A`` / ``only in B`` for cells one side
+    lacks."""
+    rows = []
+    ga = {k: g for k, g in a.groupby(["setting", "model_name"], sort=False)}
+    gb = {k: g for k, g in b.groupby(["setting", "model_name"], sort=False)}
+    for key in list(dict.fromkeys([*ga, *gb])):
+        sa, sb = ga.get(key), gb.get(key)
+        ref = sa if sa is not None else sb
+        row = {"setting": key[0], "model_name": key[1], "metric": ref["metric"].iloc[0],
+               "higher_is_better": bool(ref["higher_is_better"].iloc[0]),
+               "mean_a": float("nan"), "mean_b": float("nan"), "n_a": 0, "n_b": 0,
+               "diff": float("nan"), "pvalue": float("nan"), "test": "none"}
+        if sa is None or sb is None:
+            side = _cell_summary(ref)
+            row["mean_a" if sa is not None else "mean_b"] = side["mean"]
+            row["n_a" if sa is not None else "n_b"] = side["n"]
+            row["verdict"] = "only in A" if sa is not None else "only in B"
+            rows.append(row)
+            continue
+        ca, cb = _cell_summary(sa), _cell_summary(sb)
+        if sa["metric"].iloc[0] != sb["metric"].iloc[0]:
+            raise SeqbenchError(f"compare: cell {key[0]} / {key[1]}: metric "
+                                f"{sa['metric'].iloc[0]!r} in A but {sb['metric'].iloc[0]!r} in B")
+        p, test = difference_test(ca, cb)
+        diff = cb["mean"] - ca["mean"]
+        if not np.isfinite(p):
+            verdict = "untested"
+        elif p < alpha and diff != 0:
+            verdict = "better" if (diff > 0) == row["higher_is_better"] else "worse"
+        else:
+            verdict = "same"
+        row.update(mean_a=ca["mean"], mean_b=cb["mean"], n_a=ca["n"], n_b=cb["n"], diff=diff,
+                   pvalue=p, test=test, verdict=verdict)
+        rows.append(row)
+    cols = ["setting", "model_name", "metric", "higher_is_better", "mean_a", "mean_b", "n_a",
+            "n_b", "diff", "pvalue", "test", "verdict"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
+    """The comparison as a table, then the lists of what got better and what got worse."""
+    if cmp.empty:
+        return "(nothing to compare)"
+    show = cmp.assign(
+        metric=[f"{m} {'↑' if h else '↓'}" for m, h in zip(cmp["metric"], cmp["higher_is_better"])],
+        A=cmp["mean_a"].map(_num), B=cmp["mean_b"].map(_num),
+        diff=cmp["diff"].map(lambda d: "-" if not np.isfinite(d) else f"{d:+.3f}"),
+        p=cmp["pvalue"].map(lambda p: "-" if not np.isfinite(p) else f"{p:.3g}"),
+    )[["setting", "model_name", "metric", "A", "B", "diff", "p", "test", "verdict"]]
+    lines = [f"A = {name_a}", f"B = {name_b}", "", show.to_string(index=False), ""]
+    for verdict, title in (("better", "better in B"), ("worse", "worse in B"),
+                           ("only in A", "only in A"), ("only in B", "only in B")):
+        sub = cmp[cmp["verdict"] == verdict]
+        lines.append(f"{title} ({len(sub)}):")
+        for _, r in sub.iterrows():
+            if verdict in ("better", "worse"):
+                lines.append(f"  {r['model_name']} on {r['setting']}: {r['metric']} "
+                             f"{r['mean_a']:.4g} -> {r['mean_b']:.4g} (p = {r['pvalue']:.3g}, "
+                             f"{r['test']})")
+            else:
+                lines.append(f"  {r['model_name']} on {r['setting']}")
+    n_same = int((cmp["verdict"] == "same").sum())
+    n_untested = int((cmp["verdict"] == "untested").sum())
+    lines.append(f"unchanged within seed noise: {n_same}; too few seeds to test: {n_untested}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# Text formats and the report writer
+# ---------------------------------------------------------------------------------------
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (index as the first column, ``|`` escaped)."""
+    if table.empty:
+        return "(no results)\n"
+    t = table.reset_index()
+
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cell(c) for c in t.columns) + " |"
+    rule = "|" + "|".join(["---"] + ["---:"] * (len(t.columns) - 1)) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in t.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+          "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}",
+          "±": r"$\pm$", "≥": r"$\geq$", "↑": r"$\uparrow$", "↓": r"$\downarrow$"}
+
+
+def to_latex(table: pd.DataFrame, caption: str = "") -> str:
+    """A ``tabular`` (booktabs rules) with special characters escaped."""
+    if table.empty:
+        return "% (no results)\n"
+    t = table.reset_index()
+
+    def esc(v) -> str:
+        return "".join(_LATEX.get(ch, ch) for ch in str(v))
+
+    lines = [f"% {esc(caption)}" if caption else "",
+             r"\begin{tabular}{l" + "r" * (len(t.columns) - 1) + "}", r"\toprule",
+             " & ".join(esc(c) for c in t.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in t.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(line for line in lines if line != "") + "\n"
+
+
+TABLE_FORMATS = ("md", "csv", "tex", "html")
+
+
+def suite_report(df: pd.DataFrame) -> dict:
+    """Every number of one suite's report: ``cells``, ``tables`` (wide display tables),
+    ``points`` (score against lag), ``horizons``, ``horizon_table`` and ``friedman``."""
+    cells = cell_stats(df)
+    hz = memory_horizons(df)
+    return {"cells": cells, "tables": wide_tables(cells), "points": lag_points(df),
+            "horizons": hz, "horizon_table": horizon_table(hz), "friedman": friedman_nemenyi(cells)}
+
+
+def report_text(rep: dict, suite: str) -> str:
+    """The terminal report: memory horizons first, then the tables and the rank test."""
+    lines = [f"suite {suite}", "",
+             f"memory horizon (longest dependency length with normalised score >= "
+             f"{HORIZON_LEVEL}; mean ± 95% CI over seeds):"]
+    lines.append(render_table(rep["horizon_table"]) if not rep["horizon_table"].empty
+                 else "(no lag-swept task in this suite)")
+    titles = {"score": "score (mean ± 95% CI over seeds)",
+              "normalised": "normalised score (0 = chance, 1 = oracle or perfect)",
+              "rank": "rank per task setting (1 = best)"}
+    for key, title in titles.items():
+        if key in rep["tables"]:
+            lines += ["", title + ":", render_table(rep["tables"][key])]
+    lines += ["", friedman_text(rep["friedman"])]
+    return "\n".join(lines)
+
+
+def write_report(
+    df: pd.DataFrame,
+    out_dir: str | Path,
+    *,
+    suite: str,
+    suite_text: str | None = None,
+    formats: tuple[str, ...] = TABLE_FORMATS,
+    plots: bool = True,
+) -> tuple[str, list[Path]]:
+    """Write one suite's report into ``out_dir``; return the terminal text and the files.
+
+    Tables: ``horizons.*`` and ``scores.*`` in each of ``formats`` (``md``, ``tex``;
+    ``csv`` writes the numbers instead: ``cells.csv`` per cell, ``runs.csv`` per job,
+    ``horizons.csv`` per model and family, which ``seqbench compare`` reads), figures in
+    ``figures/`` as PNG and SVG, and with ``html`` the self-contained ``report.html``.
+    """
+    from . import htmlreport
+    from . import plots as plotting
+
+    for f in formats:
+        if f not in TABLE_FORMATS:
+            raise SeqbenchError(f"report: unknown format {f!r}; accepted: "
+                                f"{', '.join(TABLE_FORMATS)}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SeqbenchError(f"report: --out {out_dir}: expected a directory, got a file")
+    out.mkdir(parents=True, exist_ok=True)
+    rep = suite_report(df)
+    text = report_text(rep, suite)
+    files: list[Path] = []
+
+    def put(name: str, content: str) -> None:
+        (out / name).write_text(content)
+        files.append(out / name)
+
+    titles = {"score": "Score (mean ± 95% CI over seeds)",
+              "normalised": "Normalised score (0 = chance, 1 = oracle or perfect)",
+              "rank": "Rank per task setting (1 = best)"}
+    fr_text = friedman_text(rep["friedman"])
+    if "md" in formats:
+        md = [f"# seqbench report: suite {suite}", "",
+              f"## Memory horizon (normalised score >= {HORIZON_LEVEL})", "",
+              to_markdown(rep["horizon_table"])]
+        for key, title in titles.items():
+            if key in rep["tables"]:
+                md += [f"## {title}", "", to_markdown(rep["tables"][key])]
+        md += ["## Ranks across tasks", "", "```", fr_text, "```", ""]
+        md += ["## Provenance (distinct values, with the number of jobs)", "",
+               to_markdown(htmlreport.provenance_table(df))]
+        put("report.md", "\n".join(md))
+    if "tex" in formats:
+        tex = [to_latex(rep["horizon_table"], "memory horizon")]
+        tex += [to_latex(rep["tables"][k], t) for k, t in titles.items() if k in rep["tables"]]
+        put("tables.tex", "\n".join(tex))
+    if "csv" in formats:
+        cells = rep["cells"]
+        if not cells.empty:
+            cells = cells.assign(suite=suite)
+        cells.to_csv(out / "cells.csv", index=False)
+        runs_frame(df).to_csv(out / "runs.csv", index=False)
+        rep["horizons"].drop(columns=["per_seed"]).to_csv(out / "horizons.csv", index=False)
+        files += [out / "cells.csv", out / "runs.csv", out / "horizons.csv"]
+    figures: list[dict] = []
+    if plots:
+        fig_dir = out / "figures"
+        figures += plotting.plot_lag_curves(rep["points"], rep["horizons"], fig_dir)
+        figures += plotting.plot_cd_diagram(rep["friedman"], fig_dir)
+        figures += plotting.plot_learning_curves(df, fig_dir)
+        figures += plotting.plot_decay(df, fig_dir)
+        for f in figures:
+            files += [f["png"], f["svg"]]
+    if "html" in formats:
+        sections = [("Memory horizon", htmlreport.para(
+            f"The longest dependency length at which the normalised score stays at or above "
+            f"{HORIZON_LEVEL}, interpolated between measured lags, per seed; mean ± 95% "
+            "Student t interval over seeds. '≥ L' / '< L': beyond / below the measured range.")
+            + htmlreport.table_html(rep["horizon_table"], "horizons"))]
+        for key, title in titles.items():
+            if key in rep["tables"]:
+                sections.append((title, htmlreport.table_html(rep["tables"][key], key)))
+        sections.append(("Ranks across tasks", htmlreport.pre(fr_text)))
+        if figures:
+            sections.append(("Figures", "".join(htmlreport.image_html(f["png"], f["title"])
+                                                for f in figures)))
+        sections.append(("Provenance", htmlreport.table_html(htmlreport.provenance_table(df),
+                                                             "provenance")))
+        sections.append(("Suite file", htmlreport.pre(suite_text) if suite_text
+                         else htmlreport.para("(the store holds no text for this suite)")))
+        put("report.html", htmlreport.render(f"seqbench report: suite {suite}", sections))
+        for key in titles:  # the bare tables too, for pasting elsewhere
+            if key in rep["tables"]:
+                put(f"{key}.html", htmlreport.table_html(rep["tables"][key], key))
+    return text, files

@@ -1,0 +1,330 @@
+"""Reports and comparisons on a small store built by hand (no model training).
+
+Expected numbers are computed here from the definitions: Student t intervals with the
+tabulated quantile t_{0.975, 2} = 4.302652729911275, the memory horizon's linear
+interpolation, the Friedman statistic from its rank-sum formula, Welch's and the paired
+t statistic from their formulas.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from seqbench import report
+from seqbench.cli import main
+from seqbench.store import Store
+
+T975_2 = 4.302652729911275  # Student t quantile, 0.975, 2 degrees of freedom (tables)
+LAGS = (2, 5, 10)
+SEEDS = (0, 1, 2)
+CHANCE = 0.1
+# normalised accuracy per model, lag and seed (seeds 0, 1, 2)
+NORM = {
+    "alpha": {2: [0.95, 0.93, 0.97], 5: [0.9, 0.92, 0.88], 10: [0.8, 0.85, 0.75]},
+    "beta": {2: [0.98, 0.96, 0.99], 5: [0.6, 0.4, 0.55], 10: [0.2, 0.1, 0.45]},
+    "gamma": {2: [0.1, 0.0, 0.05], 5: [0.02, 0.04, 0.0], 10: [0.0, 0.01, 0.03]},
+}
+# mse on a lower-is-better task (chance 1/6, perfect 0)
+MSE = {"alpha": [0.01, 0.02, 0.03], "beta": [0.05, 0.06, 0.04], "gamma": [0.16, 0.17, 0.15]}
+DIAG = {"alpha": {"grad_decay": {"k": [1, 2, 3], "init": [1.0, 0.5, 0.25],
+                                 "trained": [1.0, 0.9, 0.8]}},
+        "beta": {"state_decay": {"k": [0, 1, 2, 3], "norm_A_k": [1.0, 0.9, 0.81, 0.729]}},
+        "gamma": {"state_forgetting": {"k": [1, 2, 3], "tv": [0.5, 0.25, 0.125]}}}
+
+
+def _row(i, task, label, params, sweep, model, seed, metric, hib, score, chance, oracle,
+         status="ok", suite="hand"):
+    norm = (score - chance) / (oracle - chance) if status == "ok" else None
+    return {
+        "hash": f"h{i}", "suite": suite, "task": task, "task_label": label, "task_version": 1,
+        "task_params": params, "task_sweep": sweep, "model": model, "model_label": model,
+        "model_version": 1, "model_params": {}, "model_sweep": {}, "seed": seed,
+        "data": {"n_train": 10}, "status": status, "metric": metric, "higher_is_better": hib,
+        "score": score if status == "ok" else None, "chance": chance, "oracle": oracle,
+        "normalised": norm, "metrics": {metric: score}, "slices": {},
+        "curve": [{"step": s, "train_loss": 2.0 / (s + 1), "valid_loss": 2.1 / (s + 1)}
+                  for s in (0, 10, 20)],
+        "diagnostics": DIAG[model], "n_params": 100, "wall_s": 1.0, "cpu_s": 1.0,
+        "device": "cpu (test)", "provenance": {"python": "3.x", "git_commit": "abc"},
+        "error": "boom" if status != "ok" else None,
+    }
+
+
+def hand_rows(norm=NORM, mse=MSE, seeds=SEEDS, suite="hand"):
+    rows, i = [], 0
+    for model, by_lag in norm.items():
+        for lag in LAGS:
+            for seed, n in zip(seeds, by_lag[lag]):
+                rows.append(_row(i, "jane-recall", "jane", {"lag": lag, "n_names": 10},
+                                 {"lag": lag}, model, seed, "accuracy", True,
+                                 CHANCE + (1 - CHANCE) * n, CHANCE, 1.0, suite=suite))
+                i += 1
+        for seed, v in zip(seeds, mse[model]):
+            rows.append(_row(i, "adding", "adding", {"length": 20}, {}, model, seed, "mse",
+                             False, v, 1 / 6, 0.0, suite=suite))
+            i += 1
+    # one more job that failed: it counts in n_jobs, not in the statistics
+    rows.append(_row(i, "adding", "adding", {"length": 20}, {}, "gamma", 99, "mse", False,
+                     None, 1 / 6, 0.0, status="failed", suite=suite))
+    return rows
+
+
+SUITE_TEXT = '[suite]\nname = "hand"\n# a hand-written suite for the report test\n'
+
+
+def make_store(path, rows=None, suite="hand"):
+    with Store(path) as store:
+        for r in rows if rows is not None else hand_rows(suite=suite):
+            store.write(r)
+        store.write_suite(suite, "hand.toml", SUITE_TEXT, f"digest-{suite}", "2024-01-01")
+    return path
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return make_store(tmp_path / "hand.sqlite")
+
+
+@pytest.fixture
+def frame(store_path):
+    with Store(store_path, create=False) as store:
+        return store.frame()
+
+
+def test_cell_means_intervals_normalised_and_ranks(frame):
+    cells = report.cell_stats(frame).set_index(["setting", "model_name"])
+    c = cells.loc[("jane lag=5", "beta")]
+    scores = CHANCE + (1 - CHANCE) * np.array(NORM["beta"][5])
+    assert c["mean"] == pytest.approx(0.565)  # 0.1 + 0.9 * mean(0.6, 0.4, 0.55)
+    half = T975_2 * np.std(scores, ddof=1) / math.sqrt(3)
+    assert c["ci"] == pytest.approx(half, rel=1e-9)
+    assert c["ci"] == pytest.approx(0.2327, abs=1e-4)
+    assert c["norm_mean"] == pytest.approx(np.mean(NORM["beta"][5]))
+    assert c["norm_ci"] == pytest.approx(T975_2 * np.std(NORM["beta"][5], ddof=1) / math.sqrt(3))
+    # lower-is-better task: the smallest mse ranks first; the failed job is counted apart
+    add = cells.loc["adding"]
+    assert add.loc["alpha", "rank"] == 1 and add.loc["beta", "rank"] == 2
+    assert add.loc["gamma", "rank"] == 3
+    assert add.loc["gamma", "n_jobs"] == 4 and add.loc["gamma", "n_ok"] == 3
+    assert add.loc["gamma", "status"] == "failed"
+    assert add.loc["alpha", "norm_mean"] == pytest.approx(1 - 0.02 * 6)  # (0.02-1/6)/(0-1/6)
+    # at lag 2 beta beats alpha
+    assert cells.loc[("jane lag=2", "beta"), "rank"] == 1
+    assert cells.loc[("jane lag=2", "alpha"), "rank"] == 2
+    tables = report.wide_tables(report.cell_stats(frame))
+    assert tables["score"].loc["jane lag=5", "beta"] == f"0.565 ± {half:.3f}"
+    assert tables["score"].loc["adding", "gamma"].endswith("(1 failed)")
+
+
+def test_one_seed_has_no_interval():
+    mean, half, sd = report.t_interval([0.3])
+    assert mean == 0.3 and math.isnan(half) and math.isnan(sd)
+    assert report._fmt_ci(mean, half) == "0.300"
+
+
+def test_crossing_definition():
+    assert report.crossing([2, 5, 10], [0.9, 0.6, 0.2]) == (pytest.approx(6.25), "=")
+    assert report.crossing([2, 5, 10], [0.9, 0.8, 0.7]) == (10.0, ">=")
+    assert report.crossing([2, 5, 10], [0.4, 0.8, 0.7]) == (2.0, "<")
+    # the first downward crossing counts, even if the score recovers later
+    assert report.crossing([1, 3, 5], [0.8, 0.3, 0.9]) == (pytest.approx(1 + 0.3 / 0.5 * 2), "=")
+    # order of the points does not matter; NaN points are dropped
+    assert report.crossing([10, 2, 5, 7], [0.2, 0.9, 0.6, float("nan")])[0] == pytest.approx(6.25)
+
+
+def test_memory_horizon_against_hand_interpolation(frame):
+    hz = report.memory_horizons(frame).set_index("model_name")
+    per_seed = [5 + (0.6 - 0.5) / (0.6 - 0.2) * 5,      # seed 0: between lag 5 and 10
+                2 + (0.96 - 0.5) / (0.96 - 0.4) * 3,    # seed 1: between lag 2 and 5
+                5 + (0.55 - 0.5) / (0.55 - 0.45) * 5]   # seed 2: between lag 5 and 10
+    b = hz.loc["beta"]
+    assert b["family"] == "jane" and b["dep"] == "lag"
+    assert b["per_seed"] == pytest.approx(per_seed)
+    assert b["horizon"] == pytest.approx(np.mean(per_seed))
+    assert b["ci"] == pytest.approx(T975_2 * np.std(per_seed, ddof=1) / math.sqrt(3))
+    assert hz.loc["alpha", "display"] == "≥ 10" and hz.loc["alpha", "n_right"] == 3
+    assert hz.loc["gamma", "display"] == "< 2" and hz.loc["gamma", "n_left"] == 3
+    # the adding task is not lag-swept: no horizon for it
+    assert set(hz["family"]) == {"jane"}
+
+
+def test_horizon_from_per_lag_slices():
+    rows = []
+    for seed, accs in enumerate(([1.0, 0.7, 0.3], [1.0, 0.5, 0.2])):
+        r = _row(seed, "jane-recall", "jane", {"lag": 3, "lag_max": 9}, {}, "alpha", seed,
+                 "accuracy", True, 0.6, CHANCE, 1.0)
+        r["slices"] = {"lag": {"3": {"accuracy": accs[0]}, "6": {"accuracy": accs[1]},
+                               "9": {"accuracy": accs[2]}}}
+        rows.append(r)
+    df = pd.DataFrame(rows)
+    hz = report.memory_horizons(df)
+    assert len(hz) == 1 and hz["dep"].iloc[0] == "lag"
+    n0 = [(a - CHANCE) / 0.9 for a in (1.0, 0.7, 0.3)]
+    n1 = [(a - CHANCE) / 0.9 for a in (1.0, 0.5, 0.2)]
+    h0 = 6 + (n0[1] - 0.5) / (n0[1] - n0[2]) * 3
+    h1 = 3 + (n1[0] - 0.5) / (n1[0] - n1[1]) * 3
+    assert hz["per_seed"].iloc[0] == pytest.approx([h0, h1])
+
+
+def test_friedman_against_rank_sum_formula_and_scipy(frame):
+    fr = report.friedman_nemenyi(report.cell_stats(frame))
+    # 4 blocks (3 lags + adding), 3 models; ranks alpha 2,1,1,1  beta 1,2,2,2  gamma 3,3,3,3
+    N, k = 4, 3
+    R = np.array([5.0, 7.0, 12.0])
+    chi2 = 12 / (N * k * (k + 1)) * np.sum(R**2) - 3 * N * (k + 1)  # = 6.5
+    assert fr["statistic"] == pytest.approx(chi2) and chi2 == pytest.approx(6.5)
+    assert fr["pvalue"] == pytest.approx(math.exp(-chi2 / 2))  # chi2 survival, 2 dof
+    m = fr["matrix"]
+    assert fr["statistic"] == pytest.approx(
+        stats.friedmanchisquare(m["alpha"], m["beta"], m["gamma"]).statistic)
+    assert fr["mean_ranks"].to_dict() == pytest.approx({"alpha": 1.25, "beta": 1.75,
+                                                        "gamma": 3.0})
+    assert fr["nemenyi"].shape == (3, 3) and fr["skipped"] is None
+
+
+def test_friedman_skips_with_two_models(frame):
+    fr = report.friedman_nemenyi(report.cell_stats(frame[frame["model"] != "gamma"]))
+    assert fr["skipped"].startswith("needs at least 3 models")
+
+
+def _shifted(norm_delta, mse_delta, seeds=SEEDS):
+    norm = {m: {lag: list(v) for lag, v in d.items()} for m, d in NORM.items()}
+    mse = {m: list(v) for m, v in MSE.items()}
+    for (model, lag), delta in norm_delta.items():
+        norm[model][lag] = [a + b for a, b in zip(norm[model][lag], delta)]
+    for model, delta in mse_delta.items():
+        mse[model] = [a + b for a, b in zip(mse[model], delta)]
+    return hand_rows(norm, mse, seeds)
+
+
+def test_compare_paired_verdicts(tmp_path, store_path, capsys):
+    b_path = make_store(tmp_path / "b.sqlite", _shifted(
+        {("beta", 10): [-0.1, -0.12, -0.09]}, {"alpha": [-0.010, -0.012, -0.009]}))
+    a, b = report.load_results(store_path), report.load_results(b_path)
+    cmp = report.compare(a, b).set_index(["setting", "model_name"])
+    worse = cmp.loc[("jane lag=10", "beta")]
+    d = -0.9 * np.array([0.1, 0.12, 0.09])  # accuracy differences B - A per seed
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))
+    assert worse["test"] == "paired" and worse["verdict"] == "worse"
+    assert worse["diff"] == pytest.approx(d.mean())
+    assert worse["pvalue"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
+    better = cmp.loc[("adding", "alpha")]
+    assert better["verdict"] == "better" and better["diff"] == pytest.approx(-0.031 / 3)
+    rest = cmp.drop([("jane lag=10", "beta"), ("adding", "alpha")])
+    assert set(rest["verdict"]) == {"same"} and (rest["pvalue"] == 1).all()
+    assert main(["compare", str(store_path), str(b_path)]) == 0
+    out = capsys.readouterr().out
+    better_part = out.split("better in B (1):")[1].split("worse in B")[0]
+    assert "alpha on adding" in better_part
+    assert "beta on jane lag=10" in out.split("worse in B (1):")[1]
+
+
+def test_compare_welch_on_other_seeds(tmp_path, store_path):
+    b_path = make_store(tmp_path / "b.sqlite", _shifted({}, {"gamma": [0.05, 0.06, 0.07]},
+                                                        seeds=(10, 11, 12)))
+    cmp = report.compare(report.load_results(store_path), report.load_results(b_path))
+    c = cmp.set_index(["setting", "model_name"]).loc[("adding", "gamma")]
+    xa, xb = np.array(MSE["gamma"]), np.array(MSE["gamma"]) + [0.05, 0.06, 0.07]
+    va, vb = xa.var(ddof=1) / 3, xb.var(ddof=1) / 3
+    t = (xb.mean() - xa.mean()) / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)  # Welch-Satterthwaite
+    assert c["test"] == "welch"
+    assert c["pvalue"] == pytest.approx(2 * stats.t.sf(abs(t), dof))
+    assert c["verdict"] == "worse"
+
+
+def test_report_writes_every_file_and_compare_reads_its_csv(tmp_path, store_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--store", str(store_path), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.index("memory horizon") < text.index("score (mean")  # the headline first
+    assert "≥ 10" in text and "Friedman chi2 = 6.500" in text
+    for name in ("report.md", "tables.tex", "cells.csv", "runs.csv", "horizons.csv",
+                 "report.html", "score.html"):
+        assert (out / name).stat().st_size > 0, name
+    pngs = sorted((out / "figures").glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"lag-jane", "critical-difference", "curve-adding", "decay-adding"} <= names
+    import matplotlib.image as mpimg
+
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = mpimg.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50
+        svg = p.with_suffix(".svg").read_text()
+        assert "<svg" in svg
+    tex = (out / "tables.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"0.565 $\pm$ 0.233" in tex
+    md = (out / "report.md").read_text()
+    assert "| jane lag=5 |" in md and "0.565 ± 0.233" in md
+    assert "| device | cpu (test) (37) |" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(pngs)
+    assert "a hand-written suite for the report test" in html  # the suite file
+    assert "abc (" in html  # provenance: git commit with its job count
+    assert not re.search(r"(src|href)=\"https?:", html)  # nothing loaded from elsewhere
+    # the CSVs compare like the store itself
+    cmp_csv = report.compare(report.load_results(out / "runs.csv"),
+                             report.load_results(store_path))
+    assert set(cmp_csv["verdict"]) == {"same"} and (cmp_csv["test"] == "paired").all()
+    cmp_cells = report.compare(report.load_results(out / "cells.csv"),
+                               report.load_results(store_path))
+    assert set(cmp_cells["verdict"]) == {"same"} and (cmp_cells["test"] == "welch").all()
+
+
+def test_report_errors_are_one_line(tmp_path, store_path, capsys):
+    assert main(["report", "--store", str(store_path), "--suite", "nope",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "has no suite 'nope'; it has: hand" in capsys.readouterr().err
+    assert main(["report", "--store", str(store_path), "--format", "md,docx",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "unknown format 'docx'" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert main(["compare", str(store_path), str(bad)]) == 2
+    assert "expected a runs.csv or cells.csv" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not on PATH "
+                    "(.ci/run and the nox session install it)")
+def test_html_report_renders_in_headless_chromium(tmp_path, store_path):
+    out = tmp_path / "rep"
+    assert main(["report", "--store", str(store_path), "--out", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    n_img = page.count("<img ")
+    # a probe appended to a copy: after load, write each image's decoded width into the DOM
+    probe = ("<script>window.addEventListener('load', function () {"
+             "var w = Array.from(document.images).map(function (i) { return i.naturalWidth; });"
+             "var p = document.createElement('p'); p.id = 'probe';"
+             "p.textContent = 'widths:' + w.join(',') + ';tables:' + "
+             "document.querySelectorAll('table.seqbench').length;"
+             "document.body.appendChild(p); });</script>")
+    probe_page = tmp_path / "probe.html"
+    probe_page.write_text(page.replace("</body>", probe + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "HOME": str(tmp_path)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    dom = res.stdout
+    m = re.search(r'id="probe">widths:([0-9,]*);tables:(\d+)<', dom)
+    assert m, dom[-2000:]
+    widths = [int(w) for w in m.group(1).split(",") if w]
+    assert len(widths) == n_img and n_img >= 4
+    assert all(w > 0 for w in widths)  # every embedded image decoded
+    assert int(m.group(2)) >= 4  # horizons, scores, normalised, ranks (and provenance)
+    assert 'id="horizons"' in dom and "0.565 ± 0.233" in dom
