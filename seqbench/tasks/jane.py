@@ -6,28 +6,40 @@ Each example is a token sequence such as::
 
 and the answer, scored at the last step only (many-to-one), is the person the
 query subject greets: the *other* of the two people who walked in ("John").
+With ``n_people > 2`` more people walk in (``Mary walked in too .``) and the
+subject greets the person who walked in right after them (the last to enter
+greets the first).
 
 Exact definition
 ----------------
-* Two different names A and B are drawn uniformly from the first ``n_names``
-  names of :data:`NAMES`, in random order.
-* Introductions: ``A walked into the room .`` then ``B walked in too .``
-* ``lag`` filler tokens follow (or, with ``lag_max``, a lag drawn uniformly in
-  ``[lag, lag_max]`` per example; shorter examples are right-padded with ``<pad>``
-  and never scored there). Filler is made of sentences of 3 to 7 words drawn
-  uniformly from the first ``n_filler`` words of :data:`FILLER`, each closed by
-  ``.``; the last sentence is cut so that exactly ``lag`` tokens stand between the
-  second introduction and the query.
+* ``n_people`` (default 2) different names P1, ..., Pn are drawn uniformly from
+  the first ``n_names`` names of :data:`NAMES`, in random order (A = P1, B = P2).
+* Introductions: ``P1 walked into the room .`` then, for each later person,
+  ``Pk walked in too .`` (5 tokens each), in order of entry.
+* ``lag`` filler tokens follow the last introduction (or, with ``lag_max``, a lag
+  drawn uniformly in ``[lag, lag_max]`` per example; shorter examples are
+  right-padded with ``<pad>`` and never scored there). Filler is made of sentences
+  of 3 to 7 words drawn uniformly from the first ``n_filler`` words of
+  :data:`FILLER`, each closed by ``.``; the last sentence is cut so that exactly
+  ``lag`` tokens stand between the last introduction and the query.
 * ``distractors`` of those filler sentences (at most one per sentence) are replaced
   by ``C smiled .`` / ``C waved .`` / ``C left .`` sentences about other names C
-  (neither A nor B), so that names other than the answer appear inside the gap.
-* Query: ``S said hi to`` where S is A (``query="first"``) or, with
-  ``query="either"``, A or B with equal chance; the answer is the other one.
+  (none of the people who walked in), so that names other than the answer appear
+  inside the gap.
+* Query: ``S said hi to`` where S is P1 (``query="first"``) or, with
+  ``query="either"``, any of the n people with equal chance. The answer is the
+  person who walked in right after S, cyclically: P(k+1) for S = Pk, and P1 for
+  S = Pn. With two people this is "the other one"; with more it is still unique
+  and derivable from the text (the order of the introductions).
 
 The target vocabulary is the ``n_names`` names, so an input-blind predictor scores
 ``1 / n_names`` accuracy (the answer is uniform over names) and cross-entropy
 ``log(n_names)``. ``meta`` records each example's ``lag``, ``distractors`` and the
-names.
+names (``first``, ``second``, ``subject``, ``answer``; with ``n_people > 2`` also
+``people``, every name in order of entry, space-separated).
+
+Version 1 data is unchanged by ``n_people``: with ``n_people=2`` a seed produces
+the same bytes (arrays and meta) as before the parameter existed.
 """
 
 from __future__ import annotations
@@ -62,7 +74,10 @@ class JaneRecall(Task):
     n_names : size of the name vocabulary (2 to 32); chance accuracy is ``1/n_names``.
     n_filler : size of the filler vocabulary (1 to 56).
     distractors : filler sentences replaced by sentences about other names.
-    query : ``"first"`` (the first person is asked about) or ``"either"``.
+    query : ``"first"`` (the first person is asked about) or ``"either"`` (any of
+        the people who walked in).
+    n_people : how many people walk in (2 to ``n_names``); the subject greets the
+        one who walked in right after them (the last greets the first).
     """
 
     name = "jane-recall"
@@ -76,6 +91,7 @@ class JaneRecall(Task):
         n_filler: int = 20,
         distractors: int = 0,
         query: str = "first",
+        n_people: int = 2,
     ) -> None:
         self.lag = lag
         self.lag_max = lag_max
@@ -83,6 +99,7 @@ class JaneRecall(Task):
         self.n_filler = n_filler
         self.distractors = distractors
         self.query = query
+        self.n_people = n_people
 
     def check(self) -> None:
         self._require(isinstance(self.lag, int) and self.lag >= 0, "lag", "an int >= 0")
@@ -90,13 +107,18 @@ class JaneRecall(Task):
             self.lag_max is None or (isinstance(self.lag_max, int) and self.lag_max >= self.lag),
             "lag_max", "None or an int >= lag",
         )
-        self._require(2 <= self.n_names <= len(NAMES), "n_names", f"an int in [2, {len(NAMES)}]")
-        self._require(1 <= self.n_filler <= len(FILLER), "n_filler", f"an int in [1, {len(FILLER)}]")
+        self._require(isinstance(self.n_names, int) and 2 <= self.n_names <= len(NAMES),
+                      "n_names", f"an int in [2, {len(NAMES)}]")
+        self._require(isinstance(self.n_filler, int) and 1 <= self.n_filler <= len(FILLER),
+                      "n_filler", f"an int in [1, {len(FILLER)}]")
         self._require(self.query in ("first", "either"), "query", "'first' or 'either'")
         self._require(isinstance(self.distractors, int) and self.distractors >= 0,
                       "distractors", "an int >= 0")
-        self._require(self.distractors == 0 or self.n_names >= 3, "distractors",
-                      "0 when n_names < 3 (distractors need a third name)")
+        self._require(isinstance(self.n_people, int) and 2 <= self.n_people <= self.n_names,
+                      "n_people", f"an int in [2, n_names = {self.n_names}]")
+        self._require(self.distractors == 0 or self.n_names > self.n_people, "distractors",
+                      f"0 when n_names <= n_people = {self.n_people} "
+                      "(distractors need a name that did not walk in)")
         # filler sentences are 3 to 7 tokens, so a gap of `lag` holds at least lag // 7 - 1
         # whole sentences for distractors to replace
         self._require(self.distractors <= max(self.lag // 7 - 1, 0), "distractors",
@@ -152,30 +174,39 @@ class JaneRecall(Task):
     def _sample(self, n: int, rng: np.random.Generator) -> SeqData:
         tok = {w: i for i, w in enumerate(self.vocab)}
         name0 = len(FIXED)
+        k = self.n_people
         hi = self.lag if self.lag_max is None else self.lag_max
-        T = 11 + hi + 4
+        T = 11 + 5 * (k - 2) + hi + 4
         X = np.full((n, T), PAD, dtype=np.int64)
         Y = np.zeros((n, T), dtype=np.int64)
         mask = np.zeros((n, T), dtype=bool)
         rows = []
         for i in range(n):
-            a, b = (int(v) for v in rng.choice(self.n_names, size=2, replace=False))
-            lag = self.lag if self.lag_max is None else int(rng.integers(self.lag, self.lag_max + 1))
-            others = [name0 + k for k in range(self.n_names) if k not in (a, b)]
+            people = [int(v) for v in rng.choice(self.n_names, size=k, replace=False)]
+            lag = self.lag if self.lag_max is None else int(
+                rng.integers(self.lag, self.lag_max + 1))
+            others = [name0 + j for j in range(self.n_names) if j not in people]
             filler, n_d = self._filler(lag, self.distractors, others, rng)
-            subject_first = self.query == "first" or bool(rng.integers(2))
-            subj, ans = (a, b) if subject_first else (b, a)
-            seq = (
-                [name0 + a, tok["walked"], tok["into"], tok["the"], tok["room"], tok["."]]
-                + [name0 + b, tok["walked"], tok["in"], tok["too"], tok["."]]
-                + filler
-                + [name0 + subj, tok["said"], tok["hi"], tok["to"]]
-            )
+            if self.query == "first":
+                s_idx = 0
+            else:
+                # k - 1 - r rather than r keeps the random stream (and so the data) of
+                # n_people=2 identical to version 1, where r = 1 meant "ask about A"
+                s_idx = k - 1 - int(rng.integers(k))
+            subj, ans = people[s_idx], people[(s_idx + 1) % k]  # the next to enter, cyclically
+            intros = [name0 + people[0], tok["walked"], tok["into"], tok["the"], tok["room"],
+                      tok["."]]
+            for p in people[1:]:
+                intros += [name0 + p, tok["walked"], tok["in"], tok["too"], tok["."]]
+            seq = intros + filler + [name0 + subj, tok["said"], tok["hi"], tok["to"]]
             X[i, : len(seq)] = seq
             Y[i, len(seq) - 1] = ans
             mask[i, len(seq) - 1] = True
-            rows.append({"lag": lag, "distractors": n_d, "first": NAMES[a], "second": NAMES[b],
-                         "subject": NAMES[subj], "answer": NAMES[ans]})
+            row = {"lag": lag, "distractors": n_d, "first": NAMES[people[0]],
+                   "second": NAMES[people[1]], "subject": NAMES[subj], "answer": NAMES[ans]}
+            if k > 2:
+                row["people"] = " ".join(NAMES[p] for p in people)
+            rows.append(row)
         return SeqData(X, Y, mask, pd.DataFrame(rows), input_size=len(self.vocab),
                        target_size=self.n_names)
 
