@@ -28,6 +28,7 @@ from .errors import SeqbenchError
 
 INPUT_KINDS = ("tokens", "real")
 TARGET_KINDS = ("classes", "real")
+PROBA_METRICS = ("cross_entropy",)
 SHAPES = (
     "many-to-one",
     "many-to-many-synced",
@@ -86,6 +87,11 @@ class TaskSpec:
             value = getattr(self, name)
             if not isinstance(value, int | np.integer) or value < 1:
                 raise SeqbenchError(f"TaskSpec.{name}: expected a positive int, got {value!r}")
+
+    @property
+    def needs_proba(self) -> bool:
+        """Whether the primary metric is computed from class probabilities."""
+        return self.metric in PROBA_METRICS
 
     @property
     def best(self) -> float:

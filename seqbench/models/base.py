@@ -63,10 +63,15 @@ class SeqModel(BaseEstimator):
             out.update(getattr(klass, "_tags", {}) or {})
         return out
 
-    def incompatibility(self, data: SeqData, shape: str | None = None) -> str | None:
-        """Why this model cannot handle ``data`` (of problem ``shape``), or ``None``."""
+    def incompatibility(
+        self, data: SeqData, shape: str | None = None, needs_proba: bool = False
+    ) -> str | None:
+        """Why this model cannot handle ``data`` (of problem ``shape``, scored by a metric
+        that needs class probabilities when ``needs_proba``), or ``None``."""
         tags = self.tags()
         name = type(self).__name__
+        if needs_proba and data.target_kind == "classes" and not tags["predict_proba"]:
+            return f"{name} offers no predict_proba, which the task's metric needs"
         if data.input_kind not in tags["input_kinds"]:
             return f"{name} takes {' or '.join(tags['input_kinds'])} inputs, not {data.input_kind}"
         if data.target_kind not in tags["target_kinds"]:
