@@ -1,0 +1,454 @@
+"""Memoryless families: a linear model (AR) and an MLP on a window of delay taps.
+
+Both see, at step t, only the last ``p`` inputs (the delay taps)::
+
+    z_t = [x_t, x_{t-1}, ..., x_{t-p+1}]
+
+so neither can use anything more than ``p - 1`` steps back: the benchmark's
+reference point for "no memory beyond the window".
+
+Delay taps (:func:`delay_taps`)
+-------------------------------
+* Token inputs are one-hot encoded, tap by tap: column ``k * V + x_{t-k}`` of a
+  sparse ``(M, p * V)`` matrix is 1. A tap before the sequence start is the zero
+  vector, which no token produces, so padding and tokens are never confused.
+* Real inputs are used as they are: a dense ``(M, p * D)`` block, taps before the
+  start zero-filled. With ``start_indicator`` (the default) ``p - 1`` columns are
+  appended, column ``k - 1`` being 1 where tap k (k >= 1) lies before the start,
+  so a model can tell the zero fill from a zero input.
+* Sequences padded on the right are handled like any other steps: a tap reads
+  whatever stands at ``t - k``; since the taps look backwards only, the padding
+  never reaches a real step.
+
+Features are built only for the positions needed: the scored positions
+(``mask``) in fit, all positions (in chunks of sequences, to bound memory) in
+predict. Both fit and predict are vectorised over sequences and steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from scipy import linalg, sparse
+
+from ..data import SeqData
+from ..errors import SeqbenchError
+from .base import SeqModel, seed_of
+
+#: the largest feature block (positions x features) built at once in predict
+_CHUNK_ENTRIES = 2**23
+
+
+def delay_taps(
+    X: np.ndarray,
+    p: int,
+    input_size: int,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    *,
+    start_indicator: bool = True,
+):
+    """Delay-tap features at positions ``(rows[m], cols[m])``, m = 0..M-1.
+
+    Row m holds taps ``k = 0..p-1`` of sequence ``rows[m]``: ``x_{t-k}`` with
+    ``t = cols[m]``. Tokens ((N, T) ints, vocabulary ``input_size``) give a CSR
+    matrix (M, p * V) of one-hot taps, all-zero for taps before the start. Real
+    inputs ((N, T, D) floats) give a dense (M, p * D) array, taps before the start
+    zero-filled, followed by ``p - 1`` before-start indicators (taps 1..p-1) when
+    ``start_indicator`` is true.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    cols = np.asarray(cols, dtype=np.intp)
+    M = rows.shape[0]
+    src = cols[:, None] - np.arange(p)  # (M, p): the step read by tap k, t - k
+    inside = src >= 0  # (M, p): tap k lies inside the sequence
+    src = np.maximum(src, 0)
+    if X.ndim == 2:  # tokens
+        V = int(input_size)
+        tok = X[rows[:, None], src]  # (M, p)
+        col = np.arange(p) * V + tok  # (M, p): one-hot column of x_{t-k} in block k
+        r = np.broadcast_to(np.arange(M)[:, None], (M, p))
+        return sparse.csr_matrix(
+            (np.ones(int(inside.sum())), (r[inside], col[inside])), shape=(M, p * V)
+        )
+    D = X.shape[2]
+    taps = X[rows[:, None], src] * inside[..., None]  # (M, p, D), zero before the start
+    out = taps.reshape(M, p * D).astype(np.float64, copy=False)
+    if start_indicator and p > 1:
+        out = np.hstack([out, (~inside[:, 1:]).astype(np.float64)])  # (M, p*D + p-1)
+    return out
+
+
+def n_tap_features(p: int, input_kind: str, input_size: int, start_indicator: bool) -> int:
+    """Number of columns :func:`delay_taps` produces."""
+    if input_kind == "tokens":
+        return p * input_size
+    return p * input_size + (p - 1 if start_indicator else 0)
+
+
+def _need(model, ok: bool, name: str, expected: str) -> None:
+    if not ok:
+        raise SeqbenchError(
+            f"{type(model).__name__} parameter {name!r}: expected {expected}, "
+            f"got {getattr(model, name)!r}"
+        )
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+
+
+def least_squares(F, Y: np.ndarray, alpha: float = 0.0, fit_intercept: bool = True):
+    """Least squares (ridge for ``alpha > 0``; the intercept is not penalised).
+
+    Minimises ``||Y - b - F W'||^2 + alpha ||W||^2`` over W (K, F) and b (K,).
+    Centering removes the intercept: ``W' = argmin ||Yc - Fc W'||^2 + alpha ||W||^2``
+    with ``Fc = F - mean(F)``, ``Yc = Y - mean(Y)``, then ``b = mean(Y) - W mean(F)``.
+    Solved through the normal equations ``(Fc'Fc + alpha I) W' = Fc'Yc`` (sparse
+    products for one-hot taps), by SVD-based least squares on that system, which gives
+    the minimum-norm solution where it is singular (one-hot blocks always sum to one,
+    a before-start indicator may never be set). Centering keeps the system well
+    conditioned for agreement with statsmodels' AutoReg to about 1e-12 on sunspots; the
+    normal equations keep a fit on ~30k positions x ~700 features near a second on one
+    core.
+    """
+    M, n_feat = F.shape
+    Y = np.asarray(Y, dtype=np.float64)  # (M, K)
+    if fit_intercept:
+        mu = np.asarray(F.mean(axis=0)).ravel()  # (F,)
+        ybar = Y.mean(axis=0)  # (K,)
+    else:
+        mu = np.zeros(n_feat)
+        ybar = np.zeros(Y.shape[1])
+    Yc = Y - ybar  # (M, K)
+    if sparse.issparse(F):
+        G = (F.T @ F).toarray() - M * np.outer(mu, mu)  # Fc'Fc = F'F - M mu mu'
+        c = np.asarray(F.T @ Yc) - np.outer(mu, Yc.sum(axis=0))  # Fc'Yc
+    else:
+        Fc = F - mu  # (M, F)
+        G = Fc.T @ Fc  # (F, F)
+        c = Fc.T @ Yc  # (F, K)
+    W = linalg.lstsq(G + alpha * np.eye(n_feat), c, lapack_driver="gelsd")[0]  # (F, K)
+    b = ybar - mu @ W  # b = ybar - W mu
+    return W.T, b  # (K, F), (K,)
+
+
+class _DelayTapModel(SeqModel):
+    """Shared window code: features at scored positions in fit, chunked prediction."""
+
+    _tags = {"deterministic": True, "predict_proba": True}
+
+    def _check_window(self) -> None:
+        _need(self, _is_int(self.p) and self.p >= 1, "p", "an int >= 1")
+        _need(self, isinstance(self.start_indicator, bool), "start_indicator", "a bool")
+
+    def _features(self, X: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+        return delay_taps(X, self.p, self.input_size_, rows, cols,
+                          start_indicator=self.start_indicator)
+
+    def _scored(self, data: SeqData):
+        rows, cols = np.nonzero(data.mask)
+        return self._features(data.X, rows, cols), data.Y[rows, cols]  # (M, F), (M,) or (M, K)
+
+    def _map_steps(self, X: np.ndarray, fn, width: int) -> np.ndarray:
+        """Apply ``fn`` (features (M, F) -> outputs (M, width)) at every step, in chunks of
+        sequences; returns (N, T, width)."""
+        N, T = X.shape[:2]
+        n_feat = n_tap_features(self.p, self.input_kind_, self.input_size_, self.start_indicator)
+        per_seq = T * (self.p if self.input_kind_ == "tokens" else n_feat)
+        chunk = max(1, _CHUNK_ENTRIES // max(per_seq, 1))
+        out = np.empty((N, T, width))
+        steps = np.arange(T)
+        for s in range(0, N, chunk):
+            n = min(chunk, N - s)
+            rows = np.repeat(np.arange(s, s + n), T)
+            cols = np.tile(steps, n)
+            out[s:s + n] = np.asarray(fn(self._features(X, rows, cols))).reshape(n, T, width)
+        return out
+
+
+class AutoRegressive(_DelayTapModel):
+    """A linear model on the last ``p`` inputs (delay taps; tokens one-hot).
+
+    * Real targets: least squares on the taps, ridge with ``alpha > 0`` (the
+      intercept is never penalised); see :func:`least_squares`. On a univariate
+      series given as a forecasting task (``Y[t] = x_{t+1}``), scored from step
+      ``p - 1`` on, this is exactly the conditional least-squares AR(p)
+      ``x_{t+1} = c + sum_k phi_k x_{t+1-k} + e``. Scored positions closer to the
+      start than ``p - 1`` steps use the zero fill (and the start indicators).
+    * Class targets: multinomial logistic regression (scikit-learn's
+      ``LogisticRegression``, lbfgs, inverse regularisation ``C``); real input
+      features are standardised first (the scaling is part of the model).
+      Classes absent from the training targets get probability 0.
+
+    ``valid`` is not used: both fits are convex and run to their optimum.
+
+    Fitted attributes: ``coef_`` (K, F) and ``intercept_`` (K,) in the original
+    feature space (F = :func:`n_tap_features`); ``lag_coef_`` (K, p, V or D), the
+    weights of tap k on its input (for tokens: the logit or value added by each
+    token seen k steps back).
+    """
+
+    def __init__(
+        self,
+        p: int = 16,
+        alpha: float = 0.0,
+        fit_intercept: bool = True,
+        C: float = 1.0,
+        max_iter: int = 200,
+        start_indicator: bool = True,
+        random_state: int | None = None,
+    ) -> None:
+        self.p = p
+        self.alpha = alpha
+        self.fit_intercept = fit_intercept
+        self.C = C
+        self.max_iter = max_iter
+        self.start_indicator = start_indicator
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        self._check_window()
+        _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
+        _need(self, isinstance(self.fit_intercept, bool), "fit_intercept", "a bool")
+        _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
+        _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
+        seed_of(self.random_state)
+
+    def _fit(self, data: SeqData, valid: SeqData | None) -> None:
+        self._check_params()
+        F, y = self._scored(data)  # (M, F), (M,) or (M, K)
+        if data.target_kind == "real":
+            self.coef_, self.intercept_ = least_squares(F, y, float(self.alpha),
+                                                        self.fit_intercept)
+        else:
+            self.coef_, self.intercept_ = _fit_logistic(
+                F, y, data.target_size, C=float(self.C), max_iter=self.max_iter,
+                fit_intercept=self.fit_intercept, seed=seed_of(self.random_state),
+                standardise=data.input_kind == "real",
+            )
+        width = self.input_size_
+        self.lag_coef_ = self.coef_[:, : self.p * width].reshape(-1, self.p, width)
+
+    def _linear(self, F) -> np.ndarray:
+        return np.asarray(F @ self.coef_.T) + self.intercept_  # (M, K)
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        logits = self._map_steps(X, self._linear, self.target_size_)  # (N, T, K)
+        return _softmax(logits)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = self._map_steps(X, self._linear, self.target_size_)  # (N, T, K)
+        return out.argmax(-1) if self.target_kind_ == "classes" else out
+
+    def n_parameters(self) -> int:
+        return int(self.coef_.size + (self.intercept_.size if self.fit_intercept else 0))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    with np.errstate(under="ignore"):
+        e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, seed, standardise):
+    """Multinomial logistic regression on F -> (coef (K, F), intercept (K,)) over all
+    ``n_classes`` classes: absent classes get logit -inf (probability 0), and with one
+    class present the model predicts it with probability 1."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    n_feat = F.shape[1]
+    coef = np.zeros((n_classes, n_feat))
+    intercept = np.full(n_classes, -np.inf)
+    present = np.unique(y)
+    if len(present) == 1:
+        intercept[present[0]] = 0.0
+        return coef, intercept
+    if standardise:  # z = (f - m) / s; logits W z + b = (W / s) f + (b - W m / s)
+        m = F.mean(axis=0)
+        s = F.std(axis=0)
+        s[s == 0] = 1.0
+        Fz = (F - m) / s
+    else:
+        Fz = F
+    lr = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=fit_intercept,
+                            random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        lr.fit(Fz, y)
+    W = lr.coef_  # (n_present, F), or (1, F) with two classes
+    b = np.atleast_1d(lr.intercept_).astype(float) if fit_intercept else np.zeros(len(W))
+    if len(present) == 2:  # binary: logit of class 1 is w f + b; give class 0 logit 0
+        W = np.vstack([np.zeros_like(W[0]), W[0]])
+        b = np.array([0.0, b[0]])
+    if standardise:
+        b = b - W @ (m / s)
+        W = W / s
+    coef[present] = W
+    intercept[present] = b
+    return coef, intercept
+
+
+class FeedForward(_DelayTapModel):
+    """A multilayer perceptron on the last ``p`` inputs (the same delay taps as AR).
+
+    scikit-learn's ``MLPClassifier`` (softmax output, cross-entropy) or
+    ``MLPRegressor`` (linear output, squared error) with hidden layers
+    ``hidden_sizes``, trained by Adam (learning rate ``lr``, L2 penalty ``alpha``,
+    mini-batches of ``batch_size`` scored positions reshuffled every epoch).
+
+    Training runs for at most ``max_iter`` epochs over the scored positions. After
+    each epoch the loss on ``valid`` (mean cross-entropy or mean squared error at its
+    scored positions; the training loss when no ``valid`` is given) is recorded in
+    the training curve; the weights with the lowest such loss are kept, and training
+    stops after ``patience`` epochs without an improvement of at least ``tol``.
+    Real input features are standardised, and for real targets so are the targets
+    (predictions are mapped back); both scalings are part of the fitted model.
+    """
+
+    def __init__(
+        self,
+        p: int = 16,
+        hidden_sizes: tuple = (64,),
+        activation: str = "relu",
+        alpha: float = 1e-4,
+        lr: float = 2e-3,
+        batch_size: int = 256,
+        max_iter: int = 30,
+        patience: int = 5,
+        tol: float = 1e-4,
+        start_indicator: bool = True,
+        random_state: int | None = None,
+    ) -> None:
+        self.p = p
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.alpha = alpha
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.patience = patience
+        self.tol = tol
+        self.start_indicator = start_indicator
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        self._check_window()
+        hs = self.hidden_sizes
+        _need(self, isinstance(hs, tuple | list) and len(hs) >= 1
+              and all(_is_int(h) and h >= 1 for h in hs),
+              "hidden_sizes", "a non-empty tuple of ints >= 1")
+        _need(self, self.activation in ("relu", "tanh", "logistic", "identity"), "activation",
+              "'relu', 'tanh', 'logistic' or 'identity'")
+        _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
+        _need(self, _is_num(self.lr) and self.lr > 0, "lr", "a float > 0")
+        _need(self, _is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
+              "an int >= 1")
+        _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
+        _need(self, _is_int(self.patience) and self.patience >= 1, "patience", "an int >= 1")
+        _need(self, _is_num(self.tol) and self.tol >= 0, "tol", "a float >= 0")
+        seed_of(self.random_state)
+
+    def _prepare(self, F):
+        return (F - self.x_mean_) / self.x_scale_ if self.x_mean_ is not None else F
+
+    def _loss(self, F, y) -> float:
+        """Mean cross-entropy (classes) or mean squared error in standardised units."""
+        if self.target_kind_ == "classes":
+            p = self.net_.predict_proba(F)[np.arange(len(y)), y]
+            return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
+        z = (y - self.y_mean_) / self.y_scale_
+        return float(np.mean((self.net_.predict(F).reshape(z.shape) - z) ** 2))
+
+    def _fit(self, data: SeqData, valid: SeqData | None) -> None:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+        self._check_params()
+        F, y = self._scored(data)  # (M, F), (M,) or (M, K)
+        self.x_mean_ = self.x_scale_ = None
+        if data.input_kind == "real":
+            self.x_mean_ = F.mean(axis=0)
+            s = F.std(axis=0)
+            self.x_scale_ = np.where(s > 0, s, 1.0)
+        F = self._prepare(F)
+        Fv = yv = None
+        if valid is not None:
+            Fv, yv = self._scored(valid)
+            Fv = self._prepare(Fv)
+        # a RandomState instance (not an int) so that each epoch reshuffles differently
+        rs = np.random.RandomState(seed_of(self.random_state))
+        common = dict(hidden_layer_sizes=tuple(self.hidden_sizes), activation=self.activation,
+                      solver="adam", alpha=float(self.alpha),
+                      batch_size=min(self.batch_size, F.shape[0]),
+                      learning_rate_init=float(self.lr), random_state=rs, shuffle=True)
+        if data.target_kind == "classes":
+            net = MLPClassifier(**common)
+            fit_epoch = lambda: net.partial_fit(F, y, classes=np.arange(data.target_size))  # noqa: E731
+        else:
+            self.y_mean_ = y.mean(axis=0)
+            s = y.std(axis=0)
+            self.y_scale_ = np.where(s > 0, s, 1.0)
+            z = (y - self.y_mean_) / self.y_scale_  # (M, K)
+            if z.shape[1] == 1:
+                z = z[:, 0]  # scikit-learn wants (M,) for a single output
+            net = MLPRegressor(**common)
+            fit_epoch = lambda: net.partial_fit(F, z)  # noqa: E731
+        self.net_ = net
+        curve: list[dict[str, Any]] = []
+        best = (np.inf, None, 0)
+        bad = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for epoch in range(1, self.max_iter + 1):
+                fit_epoch()
+                point = {"step": epoch, "train_loss": float(net.loss_)}
+                if Fv is not None:
+                    point["valid_loss"] = self._loss(Fv, yv)
+                score = point.get("valid_loss", point["train_loss"])
+                curve.append(point)
+                if not np.isfinite(score):
+                    break
+                if score < best[0] - self.tol:
+                    best = (score, (copy.deepcopy(net.coefs_), copy.deepcopy(net.intercepts_)),
+                            epoch)
+                    bad = 0
+                else:
+                    bad += 1
+                    if bad >= self.patience:
+                        break
+        if best[1] is not None:
+            net.coefs_, net.intercepts_ = best[1]
+        self.curve_ = curve
+        self.best_step_ = best[2]
+        self.n_steps_ = len(curve)
+
+    def _outputs(self, F) -> np.ndarray:
+        F = self._prepare(F)
+        if self.target_kind_ == "classes":
+            return self.net_.predict_proba(F)  # (M, K)
+        z = self.net_.predict(F).reshape(F.shape[0], -1)
+        return z * self.y_scale_ + self.y_mean_  # (M, K)
+
+    def _predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self._map_steps(X, self._outputs, self.target_size_)  # (N, T, K)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        out = self._map_steps(X, self._outputs, self.target_size_)  # (N, T, K)
+        return out.argmax(-1) if self.target_kind_ == "classes" else out
+
+    def n_parameters(self) -> int:
+        return int(sum(w.size for w in self.net_.coefs_)
+                   + sum(b.size for b in self.net_.intercepts_))
