@@ -23,11 +23,17 @@ def _cmd_run(args) -> int:
 
     suite = load_suite(args.suite)       # validate everything before touching the store
     suite.jobs()
-    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads)
+    executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads,
+                             gpu_slots=args.gpu_slots)
+    if args.timeout is not None and not args.timeout > 0:
+        raise SeqbenchError(f"--timeout: expected seconds > 0, got {args.timeout:g}")
     check_store_path(args.store)
+    executor.check()                     # reach a remote scheduler before creating the store
+    progress = "bar" if sys.stdout.isatty() else "lines"
     with Store(args.store) as store:
         summary = run_suite(suite, store, executor, force=args.force,
-                            retry_failed=args.retry_failed, log=None if args.quiet else print)
+                            retry_failed=args.retry_failed, log=None if args.quiet else print,
+                            timeout=args.timeout, progress=progress)
         df = store.frame(suite.name)
     hashes = {j["hash"] for j in suite.jobs()}
     df = df[df["hash"].isin(hashes)]
@@ -97,6 +103,55 @@ def _cmd_results(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from .plots import slug
+    from .report import write_report
+    from .store import Store
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    with Store(args.store, create=False) as store:
+        df = store.frame()
+        texts = store.suite_texts()
+    names = list(dict.fromkeys(df["suite"]))
+    if args.suite is not None:
+        if args.suite not in names:
+            raise SeqbenchError(f"report: store {args.store} has no suite {args.suite!r}; "
+                                f"it has: {', '.join(map(str, names)) or 'none'}")
+        names = [args.suite]
+    if not names:
+        raise SeqbenchError(f"report: store {args.store} holds no results (run a suite first)")
+    for name in names:
+        out = Path(args.out) if len(names) == 1 else Path(args.out) / slug(str(name))
+        known = texts[texts["name"] == name].sort_values("first_run")
+        text, files = write_report(df[df["suite"] == name], out, suite=str(name),
+                                   suite_text=known["text"].iloc[-1] if len(known) else None,
+                                   formats=formats, plots=not args.no_plots)
+        print(text)
+        html = [f for f in files if f.name == "report.html"]
+        print(f"\nwrote {len(files)} files to {out}"
+              + (f"; open {html[0]}" if html else ""))
+        print()
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .report import compare, compare_text, load_results
+
+    a = load_results(args.a, args.suite)
+    b = load_results(args.b, args.suite)
+    if a.empty or b.empty:
+        raise SeqbenchError(f"compare: no finished results in {args.a if a.empty else args.b}"
+                            + (f" for suite {args.suite!r}" if args.suite else ""))
+    cmp = compare(a, b, alpha=args.alpha)
+    print(compare_text(cmp, str(args.a), str(args.b)))
+    if args.out:
+        cmp.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seqbench",
@@ -111,9 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "rerun.")
     r.add_argument("suite", help="suite TOML file, e.g. tasks/smoke.toml")
     r.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
-    r.add_argument("--executor", default="inline", help="where jobs run: inline (default)")
-    r.add_argument("-j", "--jobs", type=int, default=None, help="worker processes")
+    r.add_argument("--executor", default="local",
+                   help="where jobs run: local (default: worker processes on this machine), "
+                   "inline (in this process, for debugging), dask-local:N (a Dask cluster of N "
+                   "processes on this machine), dask://HOST:PORT (an existing Dask scheduler)")
+    r.add_argument("-j", "--jobs", type=int, default=None,
+                   help="CPU worker processes of the local executor (default: one per core)")
     r.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
+    r.add_argument("--gpu-slots", type=int, default=1, metavar="K",
+                   help="torch jobs run at the same time on each GPU (default 1)")
+    r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="per-job time limit, overriding the suite's [budget] timeout")
     r.add_argument("--force", action="store_true", help="rerun every job, even finished ones")
     r.add_argument("--retry-failed", action="store_true",
                    help="rerun jobs stored as failed, timeout or diverged")
@@ -133,6 +196,35 @@ def build_parser() -> argparse.ArgumentParser:
     res.add_argument("--suite", default=None, help="only this suite (by name)")
     res.add_argument("--errors", action="store_true", help="list jobs that did not finish ok")
     res.set_defaults(func=_cmd_results)
+
+    rep = sub.add_parser("report", help="tables, memory horizons, plots and an HTML report",
+                         description="Report a store's results: the memory horizon per model "
+                         "and lag-swept task family first, then task settings x models (mean "
+                         "with a 95%% t interval over seeds, normalised score, ranks) and a "
+                         "Friedman/Nemenyi test over settings; writes Markdown, CSV, LaTeX and "
+                         "HTML tables, PNG and SVG plots and one self-contained report.html.")
+    rep.add_argument("--store", default=DEFAULT_STORE,
+                     help=f"SQLite store (default {DEFAULT_STORE})")
+    rep.add_argument("--suite", default=None, help="only this suite (by name; default: every "
+                     "suite, each in a subfolder of --out when there are several)")
+    rep.add_argument("--out", default="results/report", help="output folder "
+                     "(default results/report)")
+    rep.add_argument("--format", default="md,csv,tex,html",
+                     help="comma-separated table formats: md, csv, tex, html (default all)")
+    rep.add_argument("--no-plots", action="store_true", help="write no figures")
+    rep.set_defaults(func=_cmd_report)
+
+    cmp = sub.add_parser("compare", help="what changed between two result sets",
+                         description="Compare two stores, or a store and a CSV written by "
+                         "seqbench report (runs.csv or cells.csv), per task setting and model: "
+                         "the difference B - A, a paired t-test over shared seeds (Welch "
+                         "otherwise) and which cells got better or worse.")
+    cmp.add_argument("a", help="store or CSV (the reference)")
+    cmp.add_argument("b", help="store or CSV (compared against A)")
+    cmp.add_argument("--suite", default=None, help="only this suite (by name)")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    cmp.add_argument("--out", default=None, help="also write the comparison as CSV here")
+    cmp.set_defaults(func=_cmd_compare)
     return p
 
 

@@ -8,7 +8,8 @@ it returns a record with a status instead:
 * ``skipped``: the model's tags do not cover the task's data (the reason is the error);
 * ``diverged``: training produced a NaN or infinite loss;
 * ``failed``: anything else raised (the error text and the last traceback lines are kept);
-* ``timeout``: set by executors that enforce a per-job time limit.
+* ``timeout``: the job ran past its time limit (``job["timeout"]`` seconds, from the
+  suite's ``[budget] timeout`` or ``--timeout``) and was stopped.
 
 Every model with a ``random_state`` parameter left at ``None`` gets the job's seed,
 which also seeds the task's data, so one seed fixes everything a job draws.
@@ -16,13 +17,29 @@ which also seeds the task's data, so one seed fixes everything a job draws.
 The driver (:func:`run_suite`) is the only writer to the store: it skips jobs already
 stored, runs the rest through an executor and writes each record as it arrives, in
 its own transaction, so an interrupted suite keeps every finished job.
+
+The executors (``inline`` here; ``local`` worker processes and Dask in
+:mod:`seqbench.executors`) all run this same function and only return records.
+
+``peak_mem_mb`` is the peak resident set size of the process that ran the job,
+measured over that job alone: on Linux the kernel's high-water mark is reset at the
+start of the job (``/proc/self/clear_refs``) and read at its end (``VmHWM``), so it
+includes the interpreter and the imported libraries (a few hundred MiB with torch) but
+nothing from earlier jobs of a persistent worker. Where that is unavailable, RSS is
+sampled every 10 ms with psutil; failing that, it is ``ru_maxrss`` (the process's
+peak so far, which over-states later jobs of a persistent worker). Torch jobs on CUDA
+also record ``cuda_peak_mem_mb`` (``torch.cuda.max_memory_allocated``, reset per job)
+in the provenance.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as _dt
+import re
 import resource
 import sys
+import threading
 import time
 import traceback
 from collections import Counter
@@ -50,6 +67,83 @@ def _peak_mem_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
+class PeakMemory:
+    """Peak resident set size of this process during a ``with`` block, in MiB.
+
+    Methods, best first: reset the kernel's high-water mark (``/proc/self/clear_refs``)
+    and read ``VmHWM`` at the end; sample RSS with psutil every ``interval`` seconds;
+    ``ru_maxrss`` (peak since the process started). ``method`` says which was used.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.method = "maxrss"
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def _hwm_mb() -> float | None:
+        try:
+            with open("/proc/self/status") as f:
+                m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M)
+        except OSError:
+            return None
+        return int(m.group(1)) / 1024 if m else None
+
+    def __enter__(self) -> PeakMemory:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
+            if self._hwm_mb() is not None:
+                self.method = "vmhwm"
+                return self
+        except OSError:
+            pass
+        try:
+            import psutil
+        except ImportError:
+            return self
+        proc = psutil.Process()
+        self.method = "psutil"
+        self._sampled = proc.memory_info().rss
+
+        def sample():
+            while not self._stop.wait(self.interval):
+                self._sampled = max(self._sampled, proc.memory_info().rss)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.method == "vmhwm":
+            self.peak_mb = self._hwm_mb()
+        elif self.method == "psutil":
+            self._stop.set()
+            self._thread.join()
+            import psutil
+
+            self.peak_mb = max(self._sampled, psutil.Process().memory_info().rss) / 2**20
+        else:
+            self.peak_mb = _peak_mem_mb()
+
+
+def _cuda_reset() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i in range(torch.cuda.device_count()):
+            torch.cuda.reset_peak_memory_stats(i)
+
+
+def _cuda_peak_mb() -> float | None:
+    """``max_memory_allocated`` over the CUDA devices this process used, in MiB."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return max(torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
+
+
 def failure_text(exc: BaseException) -> str:
     """One line naming the error, then the last lines of its traceback."""
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
@@ -66,6 +160,24 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     record = base_record(job)
     record["started"] = _now()
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    memory = PeakMemory()
+    _cuda_reset()
+    with memory:
+        _run_job_into(job, record)
+    record["wall_s"] = time.perf_counter() - wall0
+    record["cpu_s"] = time.process_time() - cpu0
+    record["peak_mem_mb"] = memory.peak_mb
+    record["finished"] = _now()
+    record.setdefault("device", device_name(None))
+    record["provenance"] = {**provenance(), "peak_mem_method": memory.method}
+    cuda_peak = _cuda_peak_mb()
+    if cuda_peak is not None:
+        record["provenance"]["cuda_peak_mem_mb"] = cuda_peak
+    return record
+
+
+def _run_job_into(job: dict[str, Any], record: dict[str, Any]) -> None:
+    """The body of :func:`run_job`: fills ``record`` with status, metrics and errors."""
     try:
         task_cls = registry.tasks.get(job["task"])
         task = task_cls(**job["task_params"])
@@ -80,7 +192,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         if "random_state" in params and params["random_state"] is None:
             params["random_state"] = job["seed"]
         model = model_cls(**params)
-        why = model.incompatibility(train, spec.shape)
+        why = model.incompatibility(train, spec.shape, spec.needs_proba)
         if why:
             raise IncompatibleError(why)
         fit0 = time.perf_counter()
@@ -100,22 +212,77 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         record.update(status="diverged", error=str(exc))
     except Exception as exc:  # a failing job must not take the suite down
         record.update(status="failed", error=failure_text(exc))
-    record["wall_s"] = time.perf_counter() - wall0
-    record["cpu_s"] = time.process_time() - cpu0
-    record["peak_mem_mb"] = _peak_mem_mb()
-    record["finished"] = _now()
-    record.setdefault("device", device_name(None))
-    record["provenance"] = provenance()
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job's thread when it runs past its time limit (a ``BaseException``,
+    so that :func:`run_job`'s failure handling does not swallow it)."""
+
+
+def stopped_record(job: dict[str, Any], status: str, error: str, started: str, wall_s: float,
+                   device: str | None = None) -> dict[str, Any]:
+    """The record of a job that did not return one itself (timed out, or its worker died)."""
+    record = base_record(job)
+    record.update(status=status, error=error, started=started, finished=_now(), wall_s=wall_s,
+                  device=device or device_name(None), provenance=provenance())
+    return record
+
+
+def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`run_job`, stopped after ``job["timeout"]`` seconds (none: no limit).
+
+    The limit is enforced in the calling thread: a timer raises :class:`JobTimeout` in
+    it (``PyThreadState_SetAsyncExc``). Python delivers that exception at the next
+    bytecode the thread runs, so a job stuck inside one long C call (a huge matrix
+    product) stops only when that call returns. The inline and Dask executors use this;
+    the local executor kills the worker process instead, which stops anything at once.
+    """
+    timeout = job.get("timeout")
+    if not timeout:
+        return run_job(job)
+    tid = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def fire() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid),
+                                                           ctypes.py_object(JobTimeout))
+
+    started, wall0 = _now(), time.perf_counter()
+    timer = threading.Timer(float(timeout), fire)
+    timer.daemon = True
+    try:
+        timer.start()
+        try:
+            record = run_job(job)
+        finally:
+            with lock:
+                state["done"] = True
+                if state["fired"]:  # withdraw the exception if it has not been raised yet
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
+            timer.cancel()
+    except JobTimeout:
+        return stopped_record(job, "timeout",
+                              f"did not finish within its {timeout:g} s time limit; "
+                              "interrupted in its thread", started, time.perf_counter() - wall0)
     return record
 
 
 class InlineExecutor:
-    """Runs jobs one after another in the driver process (for debugging)."""
+    """Runs jobs one after another in the driver process (for debugging); a job past its
+    time limit is interrupted in the driver's thread (see :func:`run_job_with_timeout`)."""
 
     name = "inline"
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
+        self.running = 0
+
+    def check(self) -> None:
+        """Nothing to reach: the driver runs the jobs."""
 
     def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         import torch
@@ -124,8 +291,12 @@ class InlineExecutor:
         torch.set_num_threads(self.threads)
         try:
             for job in jobs:
-                yield run_job(job)
+                self.running = 1
+                record = run_job_with_timeout(job)
+                self.running = 0
+                yield record
         finally:
+            self.running = 0
             torch.set_num_threads(previous)
 
 
@@ -157,6 +328,65 @@ def describe_job(job: dict[str, Any]) -> str:
     return f"{m} on {t} seed {job['seed']}"
 
 
+def _outcome(record: dict[str, Any]) -> str:
+    score = record.get("score")
+    what = (f"{record['metric']}={score:.4g}" if score is not None
+            else (record.get("error") or "").splitlines()[0][:120] if record.get("error") else "")
+    return f"{describe_job(record)}: {record['status']} {what} ({record['wall_s']:.1f} s)"
+
+
+class _Lines:
+    """Progress as one plain line per finished job (for logs and pipes)."""
+
+    def __init__(self, say: Callable[[str], None], total: int) -> None:
+        self.say, self.total = say, total
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def update(self, i: int, record: dict[str, Any], counts: Counter, running: int) -> None:
+        self.say(f"[{i}/{self.total}] {_outcome(record)}")
+
+
+class _Bar:
+    """A rich progress bar: done, failed, running and the ETA; jobs that do not finish ok
+    are printed above it."""
+
+    def __init__(self, total: int, name: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn())
+        self.task = self.progress.add_task(name, total=total, state="")
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def update(self, i: int, record: dict[str, Any], counts: Counter, running: int) -> None:
+        if record["status"] not in ("ok", "skipped"):
+            self.progress.console.print(f"{record['status']}: {_outcome(record)}",
+                                        markup=False, highlight=False)
+        bad = sum(counts[s] for s in REDO_ON_RETRY)
+        self.progress.update(self.task, completed=i,
+                             state=f"ok {counts['ok']}  not ok {bad}  running {running}")
+
+
 def run_suite(
     suite: Suite,
     store: Store,
@@ -165,9 +395,19 @@ def run_suite(
     force: bool = False,
     retry_failed: bool = False,
     log: Callable[[str], None] | None = print,
+    timeout: float | None = None,
+    progress: str = "lines",
 ) -> dict[str, Any]:
-    """Run every job of ``suite`` not yet in ``store``; return a summary of counts."""
+    """Run every job of ``suite`` not yet in ``store``; return a summary of counts.
+
+    ``timeout`` (seconds) overrides the suite's ``[budget] timeout`` for every job.
+    ``progress`` is ``"lines"`` (one line per finished job through ``log``), ``"bar"``
+    (a rich progress bar) or ``"none"``; ``log=None`` silences everything. Records are
+    written to ``store`` by this function only, one transaction each, as they arrive.
+    """
     jobs = suite.jobs()
+    if timeout is not None:
+        jobs = [{**job, "timeout": timeout} for job in jobs]
     todo, done = select_jobs(jobs, store, force=force, retry_failed=retry_failed)
     store.write_suite(suite.name, suite.path, suite.text, canonical_hash(suite.text), _now())
     executor = executor or InlineExecutor()
@@ -176,14 +416,25 @@ def run_suite(
         f"{len(todo)} to run ({executor.name})")
     counts: Counter[str] = Counter()
     t0 = time.perf_counter()
-    for i, record in enumerate(_records(executor, todo), 1):
-        store.write(record)
-        counts[record["status"]] += 1
-        score = record.get("score")
-        what = (f"{record['metric']}={score:.4g}" if score is not None
-                else (record.get("error") or "").splitlines()[0][:120])
-        say(f"[{i}/{len(todo)}] {describe_job(record)}: {record['status']} {what} "
-            f"({record['wall_s']:.1f} s)")
+    if log is None or progress == "none":
+        shown = _Lines(lambda _msg: None, len(todo))
+    elif progress == "bar":
+        shown = _Bar(len(todo), suite.name)
+    else:
+        shown = _Lines(say, len(todo))
+    records = _records(executor, todo)
+    try:
+        with shown:
+            for i, record in enumerate(records, 1):
+                record["provenance"] = {**(record.get("provenance") or {}),
+                                        "executor": executor.name}
+                store.write(record)
+                counts[record["status"]] += 1
+                shown.update(i, record, counts, getattr(executor, "running", 0))
+    finally:
+        close = getattr(records, "close", None)
+        if close is not None:  # stops the executor's workers, also on Ctrl-C
+            close()
     summary = {"jobs": len(jobs), "already_done": len(done), "ran": len(todo),
                "wall_s": time.perf_counter() - t0, **{s: counts[s] for s in counts}}
     return summary
@@ -191,12 +442,50 @@ def run_suite(
 
 def _records(executor, jobs: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     if not jobs:
-        return []
+        return iter(())
     return executor.run(jobs)
 
 
-def make_executor(spec: str, jobs: int | None = None, threads: int = 1):
-    """An executor from its CLI name (``inline`` for now)."""
+EXECUTORS = "inline, local, dask-local:N, dask://HOST:PORT"
+
+
+def make_executor(spec: str, jobs: int | None = None, threads: int = 1, *,
+                  gpu_slots: int = 1, n_gpus: int | None = None):
+    """An executor from its CLI name: ``inline``, ``local`` (worker processes, ``jobs`` of
+    them for CPU jobs, default: the number of cores), ``dask-local:N`` (a Dask
+    ``LocalCluster`` of N worker processes on loopback, for this run) or
+    ``dask://HOST:PORT`` / ``tcp://HOST:PORT`` (an existing Dask scheduler).
+
+    Only the spelling and the numbers are checked here; :meth:`check` on the returned
+    executor reaches a remote scheduler, and workers start when jobs are run.
+    """
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
+        raise SeqbenchError(f"-j/--jobs: expected an int >= 1, got {jobs!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise SeqbenchError(f"--threads: expected an int >= 1, got {threads!r}")
+    if not isinstance(gpu_slots, int) or gpu_slots < 1:
+        raise SeqbenchError(f"--gpu-slots: expected an int >= 1, got {gpu_slots!r}")
     if spec == "inline":
         return InlineExecutor(threads=threads)
-    raise SeqbenchError(f"unknown executor {spec!r}; accepted: inline")
+    from . import executors
+
+    if spec == "local":
+        return executors.LocalExecutor(jobs, threads=threads, gpu_slots=gpu_slots, n_gpus=n_gpus)
+    if spec.startswith("dask-local"):
+        n = spec[len("dask-local"):]
+        if n == "":
+            n_workers = jobs
+        elif n.startswith(":") and n[1:].isdigit() and int(n[1:]) >= 1:
+            n_workers = int(n[1:])
+        else:
+            raise SeqbenchError(f"executor {spec!r}: expected dask-local:N with N an int >= 1")
+        return executors.DaskExecutor(None, n_workers=n_workers, threads=threads)
+    for scheme in ("dask://", "tcp://"):
+        if spec.startswith(scheme):
+            hostport = spec[len(scheme):]
+            host, _, port = hostport.rpartition(":")
+            if not host or not port.isdigit():
+                raise SeqbenchError(f"executor {spec!r}: expected {scheme}HOST:PORT, "
+                                    "e.g. dask://127.0.0.1:8786")
+            return executors.DaskExecutor(f"tcp://{hostport}", threads=threads)
+    raise SeqbenchError(f"unknown executor {spec!r}; accepted: {EXECUTORS}")

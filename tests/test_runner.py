@@ -1,0 +1,431 @@
+"""The runner at scale: executors, failure isolation, timeouts, resume after SIGKILL,
+Ctrl-C, retries, GPU routing, per-job memory and provenance."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import runner_plugins
+
+from seqbench import registry
+from seqbench.cli import main
+from seqbench.executors import DaskExecutor, LocalExecutor, Queues, Slot, plan_slots
+from seqbench.runner import InlineExecutor, PeakMemory, make_executor, run_suite
+from seqbench.store import STATUSES, Store
+from seqbench.suite import parse_suite
+
+REPO = Path(__file__).resolve().parent.parent
+
+# (chance, a small LSTM) x two seeds: 4 jobs of well under a second each.
+TINY = """
+[suite]
+name = "tiny-runner"
+seeds = [0, 1]
+
+[data]
+n_train = 200
+n_valid = 50
+n_test = 100
+
+[budget]
+max_steps = 20
+device = "cpu"
+
+[[task]]
+name = "jane-recall"
+lag = [3]
+n_names = 4
+
+[[model]]
+name = "chance"
+
+[[model]]
+name = "lstm"
+hidden_size = 8
+eval_every = 10
+"""
+
+# every way a job can go wrong, next to jobs that go right
+MIXED = """
+[suite]
+name = "mixed"
+seeds = [0]
+
+[data]
+n_train = 100
+n_valid = 20
+n_test = 50
+
+[[task]]
+name = "jane-recall"
+lag = 2
+n_names = 4
+
+[[model]]
+name = "test-raise"
+
+[[model]]
+name = "test-sleep"
+seconds = 60.0
+
+[[model]]
+name = "chance"
+
+[[model]]
+name = "lstm"
+hidden_size = 4
+max_steps = 10
+eval_every = 5
+device = "cpu"
+"""
+
+
+@pytest.fixture(autouse=True)
+def plugins():
+    """Register the misbehaving models of tests/runner_plugins.py for one test."""
+    for name, cls in runner_plugins.MODELS.items():
+        registry.models.register(name, cls)
+    yield
+    for name in runner_plugins.MODELS:
+        registry.models._extra.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """A real Dask LocalCluster for this module: 2 single-threaded worker processes on
+    loopback; the tests reach it as ``dask://HOST:PORT``, like a user's cluster."""
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=logging.ERROR) as cluster:
+        yield "dask://" + cluster.scheduler_address.removeprefix("tcp://")
+
+
+def write(tmp_path, text, name="suite.toml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def rows(store_path, cols="*"):
+    con = sqlite3.connect(store_path, timeout=30)
+    con.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in con.execute(f"SELECT {cols} FROM runs ORDER BY hash")]
+    finally:
+        con.close()
+
+
+def run(text, store_path, executor, **kw):
+    with Store(store_path) as store:
+        return run_suite(parse_suite(text, "t.toml"), store, executor, log=None, **kw)
+
+
+RESULT_COLS = "hash, status, score, metrics, slices, curve, n_params"
+
+
+def test_same_results_inline_local_and_dask(tmp_path, dask_scheduler):
+    """A real Dask LocalCluster (2 processes on loopback), the local executor (2 workers)
+    and the inline executor give the same rows, metric for metric; a second local run
+    (--force) gives them again; every row carries its provenance."""
+    inline, local, dask = tmp_path / "i.sqlite", tmp_path / "l.sqlite", tmp_path / "d.sqlite"
+    run(TINY, inline, InlineExecutor())
+    run(TINY, local, LocalExecutor(2))
+    run(TINY, dask, make_executor(dask_scheduler))
+    reference = rows(inline, RESULT_COLS)
+    assert len(reference) == 4 and {r["status"] for r in reference} == {"ok"}
+    assert rows(local, RESULT_COLS) == reference
+    assert rows(dask, RESULT_COLS) == reference
+    run(TINY, local, LocalExecutor(2), force=True)
+    assert rows(local, RESULT_COLS) == reference
+
+    for r in rows(local):
+        prov = json.loads(r["provenance"])
+        for key in ("seqbench", "python", "torch", "numpy", "scikit-learn", "hmmlearn",
+                    "filterpy", "pandas", "host"):
+            assert prov[key], key
+        assert "git_commit" in prov and prov["executor"] == "local"
+        assert r["device"].startswith("cpu (")
+        assert r["started"] <= r["finished"]
+        assert r["wall_s"] > 0 and r["cpu_s"] > 0 and r["peak_mem_mb"] > 10
+        assert r["n_params"] > 0
+    expected = "tcp://" + dask_scheduler.removeprefix("dask://")
+    assert {json.loads(r["provenance"])["executor"] for r in rows(dask)} == {expected}
+
+
+def test_raise_crash_and_timeout_are_recorded_and_the_suite_goes_on(tmp_path):
+    """Local workers: a model that raises -> failed with the exception; a model that
+    ends its worker with os._exit(3) -> failed, 'exit code 3'; a job past its time limit
+    -> timeout, its worker killed and replaced; the other jobs finish ok."""
+    text = MIXED.replace('name = "chance"', 'name = "chance"\n\n[[model]]\nname = "test-exit"')
+    store = tmp_path / "s.sqlite"
+    t0 = time.perf_counter()
+    summary = run(text, store, LocalExecutor(2), timeout=6)
+    assert time.perf_counter() - t0 < 50  # the 60 s sleeper was stopped, not waited for
+    got = {r["model"]: r for r in rows(store)}
+    assert summary["ran"] == 5 and summary["failed"] == 2 and summary["timeout"] == 1
+    assert got["test-raise"]["status"] == "failed"
+    assert got["test-raise"]["error"].startswith("RuntimeError: boom inside fit")
+    assert got["test-exit"]["status"] == "failed"
+    assert "worker process died" in got["test-exit"]["error"]
+    assert "exit code 3" in got["test-exit"]["error"]
+    assert got["test-sleep"]["status"] == "timeout"
+    assert "6 s time limit" in got["test-sleep"]["error"]
+    assert 6 <= got["test-sleep"]["wall_s"] < 30
+    assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("executor", ["inline", "dask"])
+def test_thread_interrupt_timeouts_inline_and_on_dask(tmp_path, request, executor):
+    """Inline and Dask stop a job past its limit inside its thread: same statuses as
+    the local executor, and the suite goes on."""
+    if executor == "dask":
+        executor = request.getfixturevalue("dask_scheduler")
+    store = tmp_path / "s.sqlite"
+    t0 = time.perf_counter()
+    summary = run(MIXED, store, make_executor(executor), timeout=6)
+    assert time.perf_counter() - t0 < 50
+    got = {r["model"]: r for r in rows(store)}
+    assert summary["timeout"] == 1 and summary["failed"] == 1 and summary["ok"] == 2
+    assert got["test-sleep"]["status"] == "timeout" and got["test-sleep"]["wall_s"] < 20
+    assert got["test-raise"]["error"].startswith("RuntimeError: boom inside fit")
+    assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
+
+
+def test_retry_failed_and_force(tmp_path, capsys):
+    suite = write(tmp_path, MIXED.replace("seconds = 60.0", "seconds = 0.0"))
+    store = tmp_path / "s.sqlite"
+    args = ["run", str(suite), "--store", str(store), "--executor", "inline"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "not ok: 1 failed (see why: seqbench results" in out
+    before = {r["model"]: r for r in rows(store)}
+    time.sleep(1.1)  # timestamps have one-second resolution
+    assert main(args) == 0
+    assert "4 already in the store, 0 to run" in capsys.readouterr().out
+    assert main([*args, "--retry-failed"]) == 0
+    assert "3 already in the store, 1 to run" in capsys.readouterr().out
+    after = {r["model"]: r for r in rows(store)}
+    assert after["test-raise"]["finished"] > before["test-raise"]["finished"]
+    for name in ("chance", "lstm", "test-sleep"):
+        assert after[name]["finished"] == before[name]["finished"]
+    time.sleep(1.1)
+    assert main([*args, "--force"]) == 0
+    assert "0 already in the store, 4 to run" in capsys.readouterr().out
+    forced = {r["model"]: r for r in rows(store)}
+    assert all(forced[m]["finished"] > after[m]["finished"] for m in forced)
+    assert len(rows(store)) == 4
+
+
+# 7 small LSTM jobs of a fraction of a second each: long enough to be stopped in the middle
+RESUMABLE = """
+[suite]
+name = "resumable"
+seeds = [0, 1, 2, 3, 4, 5, 6]
+
+[data]
+n_train = 200
+n_valid = 50
+n_test = 100
+
+[[task]]
+name = "jane-recall"
+lag = 3
+n_names = 4
+
+[[model]]
+name = "lstm"
+hidden_size = 8
+max_steps = 100
+eval_every = 50
+device = "cpu"
+"""
+
+
+def _start(suite, store, *extra):
+    cmd = [sys.executable, "-m", "seqbench.cli", "run", str(suite), "--store", str(store),
+           "-j", "2", *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return cmd, env, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True,
+                                      start_new_session=True)  # its own process group
+
+
+def _wait_for_rows(store, proc, n=1, limit=60):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if store.exists():
+            try:
+                got = rows(store, "hash, finished")
+            except sqlite3.OperationalError:  # the table is being created
+                got = []
+            if len(got) >= n:
+                return got
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no rows appeared")
+
+
+def test_sigkill_the_driver_then_rerun_completes_without_repeating_work(tmp_path):
+    suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
+    n_jobs = len(parse_suite(RESUMABLE, "x.toml").jobs())
+    assert n_jobs == 7
+    cmd, env, proc = _start(suite, store)
+    _wait_for_rows(store, proc, n=2)
+    os.killpg(proc.pid, signal.SIGKILL)   # the driver, its workers and the fork server
+    proc.wait(10)
+    before = {r["hash"]: r["finished"] for r in rows(store, "hash, finished")}
+    assert 2 <= len(before) < n_jobs, "the kill came too late to test anything"
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(before)} already in the store, {n_jobs - len(before)} to run" in again.stdout
+    after = rows(store, "hash, finished, status")
+    assert len(after) == n_jobs and len({r["hash"] for r in after}) == n_jobs
+    assert {r["status"] for r in after} == {"ok"}
+    assert {h: r["finished"] for r in after for h in [r["hash"]] if h in before} == before
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_finished_jobs(tmp_path):
+    suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
+    _, _, proc = _start(suite, store)
+    _wait_for_rows(store, proc, n=1)
+    os.killpg(proc.pid, signal.SIGINT)    # what a terminal sends on Ctrl-C: the whole group
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished jobs are kept" in err and "Traceback" not in err
+    con = sqlite3.connect(store)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = rows(store)
+    assert 1 <= len(kept) < 7
+    for r in kept:
+        assert r["status"] in STATUSES and r["finished"] and r["provenance"]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--executor", "slurm"], "unknown executor 'slurm'; accepted: inline, local"),
+    (["--executor", "dask://nohostport"], "expected dask://HOST:PORT"),
+    (["--executor", "dask-local:0"], "expected dask-local:N with N an int >= 1"),
+    (["-j", "0"], "-j/--jobs: expected an int >= 1, got 0"),
+    (["--gpu-slots", "0"], "--gpu-slots: expected an int >= 1, got 0"),
+    (["--timeout", "-1"], "--timeout: expected seconds > 0, got -1"),
+    (["--executor", "dask://127.0.0.1:PORT"], "cannot reach the Dask scheduler at tcp://127.0.0"),
+])
+def test_bad_run_options_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch,
+                                                         extra, message):
+    monkeypatch.setattr(DaskExecutor, "connect_timeout", 1.0)
+    extra = [a.replace("PORT", str(_closed_port())) for a in extra]
+    store = tmp_path / "new" / "s.sqlite"
+    assert main(["run", str(write(tmp_path, TINY)), "--store", str(store), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("seqbench: error: ") and message in err, err
+    assert not store.exists() and not store.parent.exists()
+
+
+def test_unwritable_store_one_line_exit_2(tmp_path, capsys):
+    blocker = tmp_path / "a-file"          # a store "inside" a file: unwritable even for root
+    blocker.write_text("")
+    assert main(["run", str(write(tmp_path, TINY)), "--store", str(blocker / "s.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not writable" in err and blocker.read_text() == ""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        assert main(["run", str(write(tmp_path, TINY)), "--store", str(locked / "s.sqlite")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "is not writable" in err
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+def test_gpu_routing_with_a_faked_device_count():
+    """Two GPUs x two slots on an 8-core machine: 4 GPU slots pinned to cuda:0, cuda:0,
+    cuda:1, cuda:1 and 4 CPU workers; torch jobs with device auto/cuda go to GPU slots
+    with their device set, CPU jobs (and torch jobs asking for the CPU) to CPU workers;
+    a GPU slot with no GPU job left takes CPU jobs."""
+    slots = plan_slots(None, n_gpus=2, gpu_slots=2, cores=8)
+    assert [s.device for s in slots] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"] + [None] * 4
+    assert plan_slots(3, n_gpus=1, gpu_slots=2, cores=8) == [Slot("gpu", 0)] * 2 + [Slot("cpu")] * 3
+    assert plan_slots(None, n_gpus=0, gpu_slots=4, cores=2) == [Slot("cpu")] * 2
+
+    jobs = parse_suite(TINY.replace('device = "cpu"', ""), "t.toml").jobs()  # lstm: device auto
+    cpu_lstm = parse_suite(TINY, "t.toml").jobs()
+    mixed = jobs + [j for j in cpu_lstm if j["model"] == "lstm"][:1]
+    q = Queues.of(mixed, n_gpus=2)
+    assert len(q.gpu) == 2 and all(j["model"] == "lstm" for j in q.gpu)
+    assert len(q.cpu) == 3 and sum(j["model"] == "lstm" for j in q.cpu) == 1
+    cpu_hashes = {j["hash"] for j in q.cpu}
+    taken = q.take(Slot("gpu", 1))
+    assert taken["model"] == "lstm" and taken["model_params"]["device"] == "cuda:1"
+    assert taken["hash"] not in cpu_hashes       # the hash is the suite's, device "auto"
+    first_cpu = q.cpu[0]
+    assert q.take(Slot("cpu")) is first_cpu      # CPU workers never take GPU jobs
+    assert len(q.gpu) == 1 and len(q.cpu) == 2
+    assert q.take(Slot("gpu", 0))["model_params"]["device"] == "cuda:0"
+    late = q.take(Slot("gpu", 0))                # no GPU job left: a GPU slot takes CPU work
+    assert late["hash"] in cpu_hashes and len(q.cpu) == 1 and len(q.gpu) == 0
+    # without a GPU every job is a CPU job, and the device stays as the suite says
+    q0 = Queues.of(jobs, n_gpus=0)
+    assert len(q0.gpu) == 0 and q0.take(Slot("cpu"))["model_params"] == jobs[0]["model_params"]
+    assert LocalExecutor().slots() == plan_slots(None, 0, 1)  # this machine: no CUDA
+
+
+def test_peak_memory_is_per_job_not_cumulative(tmp_path):
+    """A job that touches 300 MiB shows it; the next job in the same persistent worker
+    does not inherit it (ru_maxrss would)."""
+    text = MIXED.split("[[model]]")[0] + """
+[[model]]
+name = "test-hungry"
+megabytes = [300, 0]
+"""
+    store = tmp_path / "s.sqlite"
+    run(text, store, LocalExecutor(1))
+    got = {json.loads(r["model_params"])["megabytes"]: r for r in rows(store)}
+    assert got[300]["peak_mem_mb"] - got[0]["peak_mem_mb"] > 250
+    with PeakMemory() as m:
+        block = np.ones(100 * 2**20 // 8)
+        block.sum()
+        del block
+    with PeakMemory() as n:
+        pass
+    assert m.peak_mb - n.peak_mb > 80 and m.method in ("vmhwm", "psutil", "maxrss")
+
+
+def test_progress_bar_reports_failures(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    with Store(store) as s:
+        summary = run_suite(parse_suite(MIXED.replace("seconds = 60.0", "seconds = 0.0"), "t"),
+                            s, InlineExecutor(), progress="bar")
+    out = capsys.readouterr().out
+    assert summary["failed"] == 1 and "failed: test-raise on jane-recall" in out
+
+
+@pytest.mark.slow
+def test_cli_dask_local_cluster_for_the_run(tmp_path, capsys):
+    """--executor dask-local:2 starts a LocalCluster for the run, gives the local
+    executor's results, and shuts it down."""
+    suite = write(tmp_path, TINY)
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    assert main(["run", str(suite), "--store", str(a), "--executor", "dask-local:2", "-q"]) == 0
+    assert main(["run", str(suite), "--store", str(b), "-j", "2", "-q"]) == 0
+    assert rows(a, RESULT_COLS) == rows(b, RESULT_COLS) and len(rows(a)) == 4
