@@ -42,7 +42,8 @@ def _cmd_run(args) -> int:
     bad = {s: summary.get(s, 0) for s in ("failed", "timeout", "diverged") if summary.get(s)}
     n_seeds = len(suite.seeds)
     print(f"\nmean over {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
-          f"ran {summary['ran']} job(s), {summary['already_done']} already done; store: {args.store}")
+          f"ran {summary['ran']} job(s), {summary['already_done']} already done; "
+          f"store: {args.store}")
     if bad:
         print("not ok: " + ", ".join(f"{v} {k}" for k, v in bad.items())
               + f" (see why: seqbench results --store {args.store} --errors)")
@@ -192,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("results", help="print the results table from a store",
                          description="Print the results table (task settings x models, mean of "
                          "the primary metric over seeds) for each suite in the store.")
-    res.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
+    res.add_argument("--store", default=DEFAULT_STORE,
+                     help=f"SQLite store (default {DEFAULT_STORE})")
     res.add_argument("--suite", default=None, help="only this suite (by name)")
     res.add_argument("--errors", action="store_true", help="list jobs that did not finish ok")
     res.set_defaults(func=_cmd_results)

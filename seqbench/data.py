@@ -145,7 +145,9 @@ class SeqData:
         self.input_kind = input_kind_of(X)
         N, T = X.shape[:2]
         if N < 1 or T < 1:
-            raise SeqbenchError(f"X: expected at least one sequence of one step, got shape {X.shape}")
+            raise SeqbenchError(
+                f"X: expected at least one sequence of one step, got shape {X.shape}"
+            )
         if Y.ndim == 2 and np.issubdtype(Y.dtype, np.integer):
             self.target_kind = "classes"
         elif Y.ndim == 3 and np.issubdtype(Y.dtype, np.floating):
@@ -168,7 +170,9 @@ class SeqData:
         if self.input_kind == "tokens" and X.min() < 0:
             raise SeqbenchError(f"X: expected non-negative token ids, got minimum {X.min()}")
         if self.target_kind == "real" and not np.isfinite(Y[mask]).all():
-            raise SeqbenchError("Y: expected finite values at scored positions, got NaN or infinity")
+            raise SeqbenchError(
+                "Y: expected finite values at scored positions, got NaN or infinity"
+            )
         if self.target_kind == "classes" and Y[mask].min() < 0:
             raise SeqbenchError(
                 f"Y: expected non-negative class ids at scored positions, got {Y[mask].min()}"

@@ -52,7 +52,8 @@ def sliced_metrics(
     """``masked_metrics`` for each value of the meta column ``column`` (keys as strings)."""
     if column not in data.meta.columns:
         raise SeqbenchError(
-            f"slice column {column!r} not in meta; available: {', '.join(map(str, data.meta.columns))}"
+            f"slice column {column!r} not in meta; "
+            f"available: {', '.join(map(str, data.meta.columns))}"
         )
     values = data.meta[column].to_numpy()
     out = {}

@@ -259,7 +259,8 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     for key, value in budget.items():
         if key in RUNNER_BUDGET_KEYS:
             continue
-        owners = [m.name for m in models if key in registry.param_defaults(registry.models.get(m.name))]
+        owners = [m.name for m in models
+                  if key in registry.param_defaults(registry.models.get(m.name))]
         if not owners:
             raise _err(path, f"[budget].{key}",
                        "matches no parameter of the suite's models; budget keys are model "

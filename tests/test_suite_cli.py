@@ -41,6 +41,10 @@ eval_every = 10
 """
 
 
+# these tests exercise suites and the store; tests/test_runner.py covers the executors
+RUN = ["run", "--executor", "inline"]
+
+
 def write(tmp_path, text, name="suite.toml"):
     p = tmp_path / name
     p.write_text(textwrap.dedent(text))
@@ -78,11 +82,11 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
 ])
 def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):
     store = tmp_path / "store.sqlite"
-    assert main(["run", str(write(tmp_path, SUITE, "ok.toml")), "--store", str(store), "-q"]) == 0
+    assert main([*RUN, str(write(tmp_path, SUITE, "ok.toml")), "--store", str(store), "-q"]) == 0
     before = sqlite3.connect(store).execute("SELECT hash, status, score FROM runs").fetchall()
     capsys.readouterr()
     bad = write(tmp_path, SUITE.replace(*edit))
-    assert main(["run", str(bad), "--store", str(store)]) == 2
+    assert main([*RUN, str(bad), "--store", str(store)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith(f"seqbench: error: suite {bad}")
     assert __import__("re").search(message, err), err
@@ -92,15 +96,16 @@ def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, cap
 
 def test_run_twice_trains_nothing_the_second_time(tmp_path, capsys):
     suite, store = write(tmp_path, SUITE), tmp_path / "s.sqlite"
-    assert main(["run", str(suite), "--store", str(store)]) == 0
+    assert main([*RUN, str(suite), "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "8 to run" in out and "ran 8 job(s)" in out
-    rows = sqlite3.connect(store).execute("SELECT status, provenance, n_params FROM runs").fetchall()
+    rows = sqlite3.connect(store).execute(
+        "SELECT status, provenance, n_params FROM runs").fetchall()
     assert len(rows) == 8 and all(r[0] == "ok" for r in rows)
     prov = json.loads(rows[0][1])
     for key in ("python", "seqbench", "torch", "numpy", "host"):
         assert prov[key]
-    assert main(["run", str(suite), "--store", str(store)]) == 0
+    assert main([*RUN, str(suite), "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "8 already in the store, 0 to run" in out and "ran 0 job(s), 8 already done" in out
     assert "jane-recall lag=2" in out and "(chance)" in out
@@ -111,7 +116,7 @@ def test_a_failing_job_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
     # lr = 0 passes the type check but fails inside fit: recorded as failed, others run
     text = SUITE.replace("eval_every = 10", "eval_every = 10\nlr = [0.0, 0.01]")
     store = tmp_path / "s.sqlite"
-    assert main(["run", str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
+    assert main([*RUN, str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
     out = capsys.readouterr().out
     assert "not ok: 4 failed" in out
     rows = sqlite3.connect(store).execute(
@@ -155,7 +160,7 @@ def test_unknown_store_directory_and_results_on_missing_store(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main(["run", str(write(tmp_path, SUITE)), "--store", str(blocker / "x.sqlite")]) == 2
+    assert main([*RUN, str(write(tmp_path, SUITE)), "--store", str(blocker / "x.sqlite")]) == 2
 
 
 def test_help_for_every_command():

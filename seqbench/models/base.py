@@ -114,7 +114,8 @@ class SeqModel(BaseEstimator):
         """Per-step predictions aligned with ``Y``: (N, T) class ids or (N, T, K) floats."""
         X = self._check_fitted_X(X)
         out = np.asarray(self._predict(X))
-        expected = X.shape[:2] if self.target_kind_ == "classes" else (*X.shape[:2], self.target_size_)
+        N, T = X.shape[:2]
+        expected = (N, T) if self.target_kind_ == "classes" else (N, T, self.target_size_)
         if out.shape != tuple(expected):
             raise AssertionError(
                 f"{type(self).__name__}._predict returned shape {out.shape}, expected {expected}"

@@ -560,11 +560,44 @@ class GRUModel(RecurrentModel):
     h_t = (1 - z_t) * n_t + z_t * h_{t-1}; the lecture's form resets before it,
     tanh(W·[r_t * h_{t-1}, x_t]), with z weighting the candidate (the difference is
     spelled out in :mod:`seqbench.models.cells`). Initialisation: torch's default, every
-    weight and bias uniform in ±1/sqrt(H). For the gradient-decay diagnostic the state
-    is h_t.
+    weight and bias uniform in ±1/sqrt(H), except that the update-gate bias starts at
+    ``update_bias`` (1.0 by default; torch's two z biases, ``b_iz`` set and ``b_hz``
+    zeroed, sum to it), so that at initialisation z_t leans towards keeping h_{t-1} — the
+    GRU's analogue of the LSTM's forget-gate bias (``update_bias=0`` leaves the torch
+    default). For the gradient-decay diagnostic the state is h_t.
     """
 
     cell = "gru"
+
+    def __init__(self, hidden_size: int = 64, num_layers: int = 1, embed_size: int | None = None,
+                 optimizer: str = "adam", lr: float = 0.01, weight_decay: float = 0.0,
+                 batch_size: int = 64, max_steps: int = 1000, max_epochs: int | None = None,
+                 eval_every: int = 50, patience: int = 10, clip_norm: float | None = 1.0,
+                 tbptt: int | None = None, precision: str = "fp32", device: str = "auto",
+                 random_state: int | None = None, update_bias: float = 1.0) -> None:
+        super().__init__(hidden_size, num_layers, embed_size, optimizer, lr, weight_decay,
+                         batch_size, max_steps, max_epochs, eval_every, patience, clip_norm,
+                         tbptt, precision, device, random_state)
+        self.update_bias = update_bias
+
+    def _init_weights(self, net) -> None:
+        import torch
+
+        if self.update_bias == 0:
+            return
+        H = self.hidden_size
+        with torch.no_grad():
+            for name, p in net.core.named_parameters():
+                if name.startswith("bias_ih"):  # gate order in torch: r, z, n
+                    p[H:2 * H].fill_(self.update_bias)
+                elif name.startswith("bias_hh"):
+                    p[H:2 * H].zero_()
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not _is_real(self.update_bias):
+            raise SeqbenchError(f"GRUModel parameter 'update_bias': expected a float, "
+                                f"got {self.update_bias!r}")
 
 
 class RNNModel(RecurrentModel):
