@@ -186,7 +186,7 @@ class RecurrentModel(SeqModel):
     #: gradient decay: largest k, number of sequences, and row budget (see gradient_decay)
     grad_decay_max_k = 100
     grad_decay_sequences = 8
-    grad_decay_rows = 1024
+    grad_decay_rows = 256
 
     def __init__(
         self,
