@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="tables, memory horizons, plots and an HTML report",
                          description="Report a store's results: the memory horizon per model "
                          "and lag-swept task family first, then task settings x models (mean "
-                         "with a 95%% t interval over seeds, normalised score, ranks) and a "
+                         "with a 95% t interval over seeds, normalised score, ranks) and a "
                          "Friedman/Nemenyi test over settings; writes Markdown, CSV, LaTeX and "
                          "HTML tables, PNG and SVG plots and one self-contained report.html.")
     rep.add_argument("--store", default=DEFAULT_STORE,
