@@ -51,3 +51,23 @@ def bench(session: nox.Session) -> None:
     install(session, "report,dask")
     args = session.posargs or ["tasks/smoke.toml"]
     session.run("seqbench", "run", *args)
+
+
+@nox.session(default=False)
+def perf(session: nox.Session) -> None:
+    """The performance session: ratios measured side by side (median of repeats), each
+    with its target, printed and written to results/perf-cpu-<machine>.md/.json.
+
+    `nox -s perf -- --rows overhead,kalman` picks rows; `-- --memory-suites smoke,longrange`
+    adds the longrange memory rows; `-- --quick` checks that every row runs.
+    """
+    install(session, "dask")
+    session.run("python", "-m", "benchmarks.perf", *session.posargs,
+                env={"OMP_NUM_THREADS": "1"})
+
+
+@nox.session(venv_backend="none", default=False)
+def gpu(session: nox.Session) -> None:
+    """On a machine with a CUDA GPU: the GPU tests and the GPU perf rows in one go
+    (scripts/gpu_check.sh), with the python3 that holds CUDA torch (no install)."""
+    session.run("bash", "scripts/gpu_check.sh", *session.posargs, external=True)

@@ -269,15 +269,20 @@ class RecurrentModel(SeqModel):
             return F.cross_entropy(out, y, reduction="none")  # -log p(y_t | x_1..t)
         return F.mse_loss(out, y, reduction="none").mean(-1)  # (1/K) Σ_k (ŷ_tk - y_tk)²
 
-    def _masked_loss(self, net, h, y, m, k: int):
+    def _masked_loss(self, net, h, y, m, k: int, last_only: bool = False):
         """Σ over the scored positions of the loss, with the head applied there only.
 
         ``h`` (B, T', H), ``y`` (B, T'[, K]), ``m`` (B, T') the mask on the device and
         ``k`` its number of scored positions, known on the host. The scored positions are
         gathered by a stable sort of the mask (their k indices come first) rather than by
-        boolean indexing, which would make the host wait for the device to learn k."""
+        boolean indexing, which would make the host wait for the device to learn k.
+        ``last_only`` (the host saw that exactly the last step of every row is scored:
+        many-to-one) takes ``h[:, -1]`` directly, the same positions in the same order
+        without the sort (on the CPU the sort and gather cost 0.12 ms of a 3.5 ms step)."""
         import torch
 
+        if last_only:
+            return self._position_loss(net.head(h[:, -1]), y[:, -1]).sum()
         B, Tc = m.shape
         h = h.reshape(B * Tc, h.shape[-1])  # (B·T', H)
         y = y.reshape(B * Tc, *y.shape[2:])  # (B·T'[, K])
@@ -311,7 +316,9 @@ class RecurrentModel(SeqModel):
         U = self.tbptt
         if U is None or U >= T:
             h, _ = net.hidden(x)  # (B, T, H)
-            loss = self._masked_loss(net, h, y, m, int(mask.sum())) / n_scored
+            k = int(mask.sum())
+            last_only = k == mask.shape[0] and bool(mask[:, -1].all())
+            loss = self._masked_loss(net, h, y, m, k, last_only) / n_scored
             loss.backward()
             return loss.detach()
         counts = mask.sum(axis=0)  # (T,) scored positions per step

@@ -1,0 +1,1 @@
+"""seqbench's benchmarks (run by ``nox -s perf``; not tests)."""

@@ -1,0 +1,478 @@
+"""Stacked training: M LSTM models of one shape trained together as one module.
+
+Small recurrent jobs leave a large GPU idle: a step's time is kernel-launch latency,
+not arithmetic. Stacking turns M such jobs (the seeds of one configuration, or
+configurations that differ only in ``random_state``) into one job whose weights carry a
+leading model dimension M, advanced step by step with batched matrix products
+(``torch.baddbmm``), so each kernel does M models' work. On CUDA the whole train step
+(forward, backward, per-member clipping, Adam) is captured once in a CUDA graph and
+replayed, so a step costs a handful of launches whatever T is.
+
+Equivalence with training alone. Member m computes what ``LSTMModel`` with the same
+parameters and ``random_state`` computes when fitted alone on its own data:
+
+* its initial weights are those of the single model (built by the same code under the
+  same seed, then copied into the stack);
+* its batches come from the same per-seed generator (one ``randperm`` per epoch);
+* its loss is the mean over the scored positions of its batch (the head is applied at
+  every position and unscored positions are multiplied by 0, so no step depends on
+  host-side counts: the same value as gathering the scored positions);
+* its gradient norm is clipped on its own (``clip_norm``, torch's
+  ``clip_grad_norm_`` formula: ``g <- g * min(1, c / (||g|| + 1e-6))`` with ``||g||``
+  over that member's parameters only);
+* Adam and SGD are elementwise, so one optimiser over the stacked parameters is the
+  per-member optimiser;
+* evaluation cadence, best-weights checkpointing, early stopping (``patience``) and
+  the learning curve are per member; a member that stops early is still computed (its
+  later updates are discarded: its best weights were saved).
+
+The losses and gradients agree with the single models to float32 rounding (the sums
+run in another order than in the fused ``nn.LSTM``), which ``tests/test_stacked.py``
+checks. Chaotic training amplifies rounding, so after many steps the weights of a
+stacked member and of the same model trained alone may drift apart, as two runs on
+different hardware would.
+
+Scope: LSTM (``LSTMModel`` and subclasses) with any ``num_layers``, token or real
+inputs, class or real targets, fp32 or bf16 autocast; not ``tbptt`` (a truncated
+gradient would need a host-side chunk plan per member). :func:`fit_stacked` returns
+one fitted ``LSTMModel`` per member, ready to predict and store as its own row.
+
+Memory: the members' splits are stacked into one tensor per array on the device (one
+copy per device; unscored targets zeroed), beside the caller's own ``SeqData``. On the
+CPU that is a second host copy: stacking is meant for the GPU, where it is the only one.
+
+Shapes: M members, N sequences, B batch, T steps, D input size, E embedding size,
+H hidden size, K target size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..data import SeqData
+from ..errors import DivergedError, IncompatibleError, SeqbenchError
+from .base import seed_of
+from .recurrent import LSTMModel, _build_net, _nullcontext, gradient_decay, resolve_device
+
+
+def _stacked_module():
+    """The torch module class (defined lazily: torch is imported only when used)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class StackedLSTM(nn.Module):
+        """M :class:`~seqbench.models.torchnet.RecurrentNet` LSTMs stacked along a leading
+        model dimension; ``forward`` takes (M, B, T[, D]) inputs."""
+
+        def __init__(self, nets) -> None:
+            super().__init__()
+            net0 = nets[0]
+            self.M = len(nets)
+            self.tokens = isinstance(net0.inp, nn.Embedding)
+            self.num_layers = net0.core.num_layers
+            self.H = net0.core.hidden_size
+
+            def stack(get):
+                return nn.Parameter(torch.stack([get(n).detach().clone() for n in nets]))
+
+            if self.tokens:
+                self.V = net0.inp.num_embeddings
+                self.emb = stack(lambda n: n.inp.weight)  # (M, V, E)
+            else:
+                self.in_w = stack(lambda n: n.inp.weight)  # (M, E, D)
+                self.in_b = stack(lambda n: n.inp.bias)  # (M, E)
+            for layer in range(self.num_layers):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    key = f"{name}_l{layer}"
+                    setattr(self, key, stack(lambda n, key=key: getattr(n.core, key)))
+            self.head_w = stack(lambda n: n.head.weight)  # (M, K, H)
+            self.head_b = stack(lambda n: n.head.bias)  # (M, K)
+            self.register_buffer("offsets", torch.arange(self.M).view(self.M, 1))
+
+        def keyed(self) -> list[tuple[str, Any]]:
+            """(key of the single ``RecurrentNet``'s state dict, stacked parameter) pairs."""
+            pairs = ([("inp.weight", self.emb)] if self.tokens
+                     else [("inp.weight", self.in_w), ("inp.bias", self.in_b)])
+            for layer in range(self.num_layers):
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    key = f"{name}_l{layer}"
+                    pairs.append((f"core.{key}", getattr(self, key)))
+            return pairs + [("head.weight", self.head_w), ("head.bias", self.head_b)]
+
+        def member_state(self, m: int, grad: bool = False) -> dict[str, Any]:
+            """Member m's weights (or, with ``grad``, their gradients), keyed as the state
+            dict of a single ``RecurrentNet``."""
+            return {k: (p.grad if grad else p)[m].detach().clone() for k, p in self.keyed()}
+
+        def embed(self, x):
+            """(M, B, T) tokens or (M, B, T, D) reals -> (M, B, T, E)."""
+            M, B, T = x.shape[:3]
+            if self.tokens:
+                # member m's row v of its table is row m·V + v of the flattened tables;
+                # index_select's backward is an index_add (no host sync, capturable)
+                rows = (x.reshape(M, B * T) + self.offsets * self.V).reshape(-1)
+                table = self.emb.reshape(M * self.V, -1)
+                return table.index_select(0, rows).reshape(M, B, T, -1)
+            # e = W_in x + b_in, one batched product per member
+            e = torch.baddbmm(self.in_b.unsqueeze(1), x.reshape(M, B * T, -1),
+                              self.in_w.transpose(1, 2))  # (M, B·T, E)
+            return e.reshape(M, B, T, -1)
+
+        def hidden(self, x):
+            """(M, B, T[, D]) -> (M, B, T, H) hidden states of the last layer."""
+            z = self.embed(x)
+            M, B, T = z.shape[:3]
+            H = self.H
+            for layer in range(self.num_layers):
+                w_ih = getattr(self, f"weight_ih_l{layer}")  # (M, 4H, In)
+                w_hh = getattr(self, f"weight_hh_l{layer}")  # (M, 4H, H)
+                b = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
+                # the input part of every gate at every step at once: W_ih x_t + b_ih + b_hh
+                gx = torch.baddbmm(b.unsqueeze(1), z.reshape(M, B * T, -1),
+                                   w_ih.transpose(1, 2)).reshape(M, B, T, 4 * H)
+                w_hh_t = w_hh.transpose(1, 2)  # (M, H, 4H)
+                h = z.new_zeros(M, B, H)
+                c = z.new_zeros(M, B, H)
+                outs = []
+                for t in range(T):
+                    g = torch.baddbmm(gx[:, :, t], h, w_hh_t)  # (M, B, 4H): + W_hh h_{t-1}
+                    i, f, gg, o = g.chunk(4, dim=-1)  # torch's gate order: i, f, g, o
+                    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+                    c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
+                    h = o * torch.tanh(c)  # h_t = o_t * tanh(C_t)
+                    outs.append(h)
+                z = torch.stack(outs, dim=2)  # (M, B, T, H)
+            return z
+
+        def head(self, h):
+            """(M, B, T, H) -> (M, B, T, K): y = W_out h + b_out per member."""
+            M, B, T, H = h.shape
+            out = torch.baddbmm(self.head_b.unsqueeze(1), h.reshape(M, B * T, H),
+                                self.head_w.transpose(1, 2))
+            return out.reshape(M, B, T, -1)
+
+        def member_losses(self, x, y, m, classes: bool):
+            """Mean loss over each member's scored positions: (M,). ``y`` holds valid
+            values everywhere (unscored positions are zeroed once, on load)."""
+            out = self.head(self.hidden(x)).float()  # (M, B, T, K)
+            K = out.shape[-1]
+            if classes:
+                per = F.cross_entropy(out.reshape(-1, K), y.reshape(-1),
+                                      reduction="none").reshape(m.shape)  # -log p(y_t | x_1..t)
+            else:
+                per = F.mse_loss(out, y, reduction="none").mean(-1)  # (1/K) Σ_k (ŷ - y)²
+            w = m.to(per.dtype)
+            n_scored = w.sum((1, 2)).clamp_min(1.0)  # (M,)
+            return (per * w).sum((1, 2)) / n_scored, n_scored
+
+    return StackedLSTM
+
+
+def _stack_tensors(datas: list[SeqData], device):
+    """Every member's split on the device, stacked: X (M, N, T[, D]), Y (M, N, T[, K]) with
+    unscored targets replaced by 0 (so the masked loss is finite), mask (M, N, T)."""
+    import torch
+
+    X = torch.as_tensor(np.stack([d.X for d in datas]), device=device)
+    if datas[0].input_kind == "real":
+        X = X.float()
+    mask = np.stack([d.mask for d in datas])  # (M, N, T)
+    Y = np.stack([d.Y for d in datas])
+    if datas[0].target_kind == "classes":
+        Y = torch.as_tensor(np.where(mask, Y, 0), device=device).long()
+    else:
+        Y = torch.as_tensor(np.where(mask[..., None], Y, 0.0), device=device).float()
+    return X, Y, torch.as_tensor(mask, device=device)
+
+
+def _rows(A, idx, first):
+    """``A[m, idx[m]]`` for every member: (M, N, ...) and (M, B) -> (M, B, ...), by one
+    index_select on the flattened rows; ``first`` (M, 1) = m·N, the flat index of each
+    member's row 0, made once on the device (no host sync or copy here: capturable)."""
+    M, N = A.shape[:2]
+    flat = A.reshape(M * N, *A.shape[2:])
+    return flat.index_select(0, (idx + first).reshape(-1)).reshape(M, idx.shape[1], *A.shape[2:])
+
+
+def _check(models, datas, valids, shape) -> None:
+    if not models:
+        raise SeqbenchError("fit_stacked: expected at least one model, got none")
+    if not all(isinstance(m, LSTMModel) for m in models):
+        raise SeqbenchError("fit_stacked: expected LSTMModel instances, got "
+                            + ", ".join(sorted({type(m).__name__ for m in models})))
+    if len({type(m) for m in models}) != 1:
+        raise SeqbenchError("fit_stacked: expected models of one class, got "
+                            + ", ".join(sorted({type(m).__name__ for m in models})))
+    ref = {k: v for k, v in models[0].get_params().items() if k != "random_state"}
+    for i, m in enumerate(models):
+        p = {k: v for k, v in m.get_params().items() if k != "random_state"}
+        if p != ref:
+            diff = sorted(k for k in p if p[k] != ref[k])
+            raise SeqbenchError(f"fit_stacked: model {i} differs from model 0 in {diff}; "
+                                "expected models that differ only in random_state")
+        m._check_params()
+    if models[0].tbptt is not None:
+        raise SeqbenchError(f"fit_stacked: expected tbptt=None, got {models[0].tbptt!r}")
+    if len(datas) != len(models):
+        raise SeqbenchError(f"fit_stacked: expected {len(models)} training sets (one per "
+                            f"model), got {len(datas)}")
+    if valids is not None and len(valids) != len(models):
+        raise SeqbenchError(f"fit_stacked: expected {len(models)} validation sets, "
+                            f"got {len(valids)}")
+    for what, group in (("data", datas), ("valid", valids or [])):
+        if any(d is None for d in group):
+            raise SeqbenchError(f"fit_stacked: {what} holds None; expected SeqData for every "
+                                "model (or valid=None for all)")
+        for i, d in enumerate(group):
+            if not isinstance(d, SeqData):
+                raise SeqbenchError(f"fit_stacked: {what}[{i}]: expected SeqData, "
+                                    f"got {type(d).__name__}")
+            for attr in ("input_kind", "target_kind", "input_size", "target_size"):
+                if getattr(d, attr) != getattr(datas[0], attr):
+                    raise SeqbenchError(f"fit_stacked: {what}[{i}].{attr}: expected "
+                                        f"{getattr(datas[0], attr)!r} as in data[0], "
+                                        f"got {getattr(d, attr)!r}")
+            if d.X.shape != group[0].X.shape:
+                raise SeqbenchError(f"fit_stacked: {what}[{i}].X: expected shape "
+                                    f"{group[0].X.shape} as {what}[0], got {d.X.shape}")
+    why = models[0].incompatibility(datas[0], shape)
+    if why:
+        raise IncompatibleError(why)
+
+
+def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
+                valids: list[SeqData] | None = None, *, shape: str | None = None,
+                cuda_graph: bool | str = "auto", warmup: int = 3) -> list[Any]:
+    """Fit ``models[m]`` on ``datas[m]`` (early stopping on ``valids[m]``) for every m, all
+    in one stacked module; return, per member, the fitted model (the same object, with the
+    fitted attributes a single ``fit`` sets) or the :class:`DivergedError` it met.
+
+    The models must be of one ``LSTMModel`` class and differ only in ``random_state``;
+    the training sets (and the validation sets) must share one shape. ``cuda_graph``:
+    ``"auto"`` captures the train step in a CUDA graph on a CUDA device (after ``warmup``
+    eager steps, which are real training steps), ``False`` never, ``True`` requires CUDA.
+    """
+    import torch
+
+    _check(models, datas, valids, shape)
+    M = len(models)
+    proto = models[0]
+    device = resolve_device(proto.device)
+    if cuda_graph not in (True, False, "auto"):
+        raise SeqbenchError(f"fit_stacked: cuda_graph: expected True, False or 'auto', "
+                            f"got {cuda_graph!r}")
+    if cuda_graph is True and device.type != "cuda":
+        raise SeqbenchError(f"fit_stacked: cuda_graph=True needs a CUDA device, got {device}")
+    use_graph = device.type == "cuda" and cuda_graph in (True, "auto")
+    data0 = datas[0]
+    for model, data in zip(models, datas):
+        model.input_kind_, model.input_size_ = data.input_kind, data.input_size
+        model.target_kind_, model.target_size_ = data.target_kind, data.target_size
+
+    # the single models' initial networks, built exactly as LSTMModel._fit builds them
+    embed = proto.embed_size or proto.hidden_size
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    nets, seeds = [], []
+    for model, data in zip(models, datas):
+        seed = seed_of(model.random_state)
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            net = _build_net(model.cell, data.input_kind, data.input_size, embed,
+                             model.hidden_size, model.num_layers, data.target_size,
+                             model.nonlinearity)
+            model._init_weights(net)
+        net.to(device)
+        model.grad_decay_init_ = gradient_decay(
+            net, data.X, data.mask, max_k=model.grad_decay_max_k,
+            n_sequences=model.grad_decay_sequences, max_rows=model.grad_decay_rows)
+        nets.append(net)
+        seeds.append(seed)
+    stacked = _stacked_module()(nets).to(device)
+    params = list(stacked.parameters())
+    opt_kw = {"lr": proto.lr, "weight_decay": proto.weight_decay}
+    if proto.optimizer == "adam":
+        opt = torch.optim.Adam(params, capturable=use_graph, **opt_kw)
+    else:
+        opt = torch.optim.SGD(params, **opt_kw)
+    classes = data0.target_kind == "classes"
+    X, Y, Mk = _stack_tensors(datas, device)
+    V = _stack_tensors(valids, device) if valids is not None else None
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    N = X.shape[1]
+    B = min(proto.batch_size, N)
+    steps_per_epoch = max(N // B, 1)
+    max_steps = proto.max_steps
+    if proto.max_epochs is not None:
+        max_steps = min(max_steps, proto.max_epochs * steps_per_epoch)
+
+    def autocast():
+        if proto.precision != "bf16":
+            return _nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not use_graph)
+
+    running = torch.zeros(M, device=device)
+    idx = torch.zeros(M, B, dtype=torch.long, device=device)  # the batch rows (static)
+    first = (torch.arange(M, device=device) * N).view(M, 1)
+    clip = proto.clip_norm
+
+    def train_step() -> None:
+        """One step of every member from the rows in ``idx``; no host sync."""
+        with autocast():
+            loss, _ = stacked.member_losses(_rows(X, idx, first), _rows(Y, idx, first),
+                                            _rows(Mk, idx, first), classes)
+        loss.sum().backward()  # member m's parameters get member m's gradient only
+        if clip is not None:
+            # per-member norm over that member's parameters: ||g_m|| = sqrt(Σ_p ||g_{p,m}||²)
+            sq = torch.stack([p.grad.reshape(M, -1).square().sum(1) for p in params]).sum(0)
+            coef = (clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # min(1, c / (||g_m|| + 1e-6))
+            for p in params:
+                p.grad.mul_(coef.view(M, *([1] * (p.dim() - 1))))
+        opt.step()
+        running.add_(loss.detach())
+
+    graph = None
+    side = torch.cuda.Stream(device) if use_graph else None
+    curves: list[list[dict[str, Any]]] = [[] for _ in range(M)]
+    best_score = [float("inf")] * M
+    best_state: list[dict | None] = [None] * M
+    best_step = [0] * M
+    bad = [0] * M
+    done = [False] * M
+    n_steps = [0] * M
+    errors: list[Exception | None] = [None] * M
+    since = 0
+    step = 0
+    stacked.train()
+    while step < max_steps and not all(done):
+        perms = torch.stack([torch.randperm(N, generator=g) for g in gens]).to(device)  # (M, N)
+        for b in range(steps_per_epoch):
+            idx.copy_(perms[:, b * B:(b + 1) * B], non_blocking=True)
+            if not use_graph:
+                opt.zero_grad(set_to_none=True)
+                train_step()
+            elif step < warmup:  # eager warm-up steps on a side stream, as graphs need
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    opt.zero_grad(set_to_none=True)
+                    train_step()
+                torch.cuda.current_stream(device).wait_stream(side)
+            else:
+                if graph is None:
+                    opt.zero_grad(set_to_none=True)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        train_step()
+                graph.replay()
+            since += 1
+            step += 1
+            last = step >= max_steps
+            if step % proto.eval_every == 0 or last:
+                train_loss = (running / since).tolist()
+                running.zero_()
+                since = 0
+                valid_loss = None
+                if V is not None:
+                    stacked.eval()
+                    with autocast():
+                        valid_loss = _evaluate(stacked, *V)
+                    stacked.train()
+                for m in range(M):
+                    if done[m]:
+                        continue
+                    point = {"step": step, "train_loss": train_loss[m]}
+                    score = train_loss[m]
+                    if not np.isfinite(score):
+                        errors[m] = DivergedError(f"training loss became {score} at step {step}")
+                    elif valid_loss is not None:
+                        point["valid_loss"] = score = valid_loss[m]
+                        if not np.isfinite(score):
+                            errors[m] = DivergedError(
+                                f"validation loss became {score} at step {step}")
+                    n_steps[m] = step
+                    if errors[m] is not None:
+                        done[m] = True
+                        continue
+                    curves[m].append(point)
+                    if score < best_score[m] - 1e-6:
+                        best_score[m], best_step[m], bad[m] = score, step, 0
+                        best_state[m] = stacked.member_state(m)
+                    else:
+                        bad[m] += 1
+                    if bad[m] >= proto.patience:
+                        done[m] = True
+                if all(done):
+                    last = True
+            if last:
+                break
+    out: list[Any] = []
+    for m, model in enumerate(models):
+        if errors[m] is not None:
+            out.append(errors[m])
+            continue
+        n_steps[m] = n_steps[m] if done[m] else step
+        net = nets[m]
+        net.load_state_dict(best_state[m] if best_state[m] is not None
+                            else stacked.member_state(m))
+        net.eval()
+        model.net_ = net
+        model.device_ = str(device)
+        model.curve_ = curves[m]
+        model.best_step_ = best_step[m]
+        model.n_steps_ = n_steps[m]
+        model.stacked_ = M
+        out.append(model)
+    return out
+
+
+def _evaluate(stacked, X, Y, Mk, batch: int = 1024) -> list[float]:
+    """Each member's mean loss over the scored positions of its whole split."""
+    import torch
+
+    total = torch.zeros(X.shape[0], device=X.device)
+    count = torch.zeros(X.shape[0], device=X.device)
+    classes = not Y.is_floating_point()
+    with torch.inference_mode():
+        for s in range(0, X.shape[1], batch):
+            loss, n = stacked.member_losses(X[:, s:s + batch], Y[:, s:s + batch],
+                                            Mk[:, s:s + batch], classes)
+            n_true = Mk[:, s:s + batch].sum((1, 2)).float()
+            total += loss * n  # loss was divided by max(n, 1)
+            count += n_true
+    return (total / count.clamp_min(1.0)).tolist()
+
+
+def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict[str, Any]]:
+    """The gradient of each member's loss on its first training batch, at initialisation,
+    as computed by the stacked module, keyed like the single network's parameters (for
+    checking the stacked computation against single models). CPU or the models' device;
+    no clipping, no optimiser step."""
+    import torch
+
+    _check(models, datas, None, None)
+    proto = models[0]
+    device = resolve_device(proto.device)
+    embed = proto.embed_size or proto.hidden_size
+    nets = []
+    for model, data in zip(models, datas):
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed_of(model.random_state))
+            net = _build_net(model.cell, data.input_kind, data.input_size, embed,
+                             model.hidden_size, model.num_layers, data.target_size,
+                             model.nonlinearity)
+            model._init_weights(net)
+        nets.append(net.to(device))
+    stacked = _stacked_module()(nets).to(device)
+    X, Y, Mk = _stack_tensors(datas, device)
+    N = X.shape[1]
+    B = min(proto.batch_size, N)
+    idx = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(
+        seed_of(m.random_state)))[:B] for m in models]).to(device)
+    first = (torch.arange(len(models), device=device) * N).view(-1, 1)
+    loss, _ = stacked.member_losses(_rows(X, idx, first), _rows(Y, idx, first),
+                                    _rows(Mk, idx, first), datas[0].target_kind == "classes")
+    loss.sum().backward()
+    return [{"loss": float(loss[m].detach()), **stacked.member_state(m, grad=True)}
+            for m in range(len(models))]

@@ -1,0 +1,184 @@
+"""Stacked training (seqbench.models.stacked) against the same LSTMs trained alone.
+
+The reference is ``LSTMModel`` itself: torch's fused ``nn.LSTM``, its own batch order,
+loss and ``clip_grad_norm_``; the stacked module shares none of that code (per-step
+batched products, a masked loss over every position, per-member clipping)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from seqbench.data import SeqData
+from seqbench.errors import DivergedError, SeqbenchError
+from seqbench.models.recurrent import LSTMModel, _build_net
+from seqbench.models.stacked import fit_stacked, member_gradients
+
+SEEDS = [3, 4, 5]
+
+
+def _data(seed: int, kind: str, N: int = 48, T: int = 9, V: int = 6, D: int = 2,
+          K: int = 3) -> SeqData:
+    r = np.random.default_rng(seed)
+    mask = np.zeros((N, T), dtype=bool)
+    mask[:, -1] = True
+    mask[:, 3] = r.random(N) < 0.5  # a varying number of scored positions per batch
+    if kind == "tokens":
+        X = r.integers(0, V, size=(N, T))
+        Y = r.integers(0, K, size=(N, T))
+        Y[~mask] = -1  # unscored positions hold values the loss must never read
+        return SeqData(X, Y, mask, input_size=V, target_size=K)
+    X = r.normal(size=(N, T, D)).astype(np.float32)
+    Y = r.normal(size=(N, T, K)).astype(np.float32)
+    Y[~mask] = np.nan
+    return SeqData(X, Y, mask, input_size=D, target_size=K)
+
+
+def _params(**kw):
+    return {"hidden_size": 8, "batch_size": 16, "max_steps": 5, "eval_every": 1,
+            "patience": 100, "clip_norm": 0.02, "device": "cpu", **kw}
+
+
+def _single_gradient(model: LSTMModel, data: SeqData) -> dict:
+    """The gradient of the single model's loss on its first batch, by LSTMModel's own code."""
+    seed = model.random_state
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = _build_net("lstm", data.input_kind, data.input_size, model.hidden_size,
+                         model.hidden_size, model.num_layers, data.target_size, "tanh")
+        model._init_weights(net)
+    model.target_kind_ = data.target_kind
+    X, Y, M = model._tensors(data, torch.device("cpu"))
+    perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))
+    idx = perm[:min(model.batch_size, X.shape[0])]
+    loss = model._batch_loss(net, X[idx], Y[idx], M[idx], data.mask[idx.numpy()])
+    return {"loss": float(loss), **{k: p.grad for k, p in net.named_parameters()}}
+
+
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_first_gradients_equal_single_models(kind, num_layers, seed):
+    params = _params(num_layers=num_layers)
+    datas = [_data(seed + s, kind) for s in SEEDS]
+    stacked = member_gradients([LSTMModel(random_state=s, **params) for s in SEEDS], datas)
+    for s, data, got in zip(SEEDS, datas, stacked):
+        want = _single_gradient(LSTMModel(random_state=s, **params), data)
+        assert set(got) == set(want)
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+        for key in want:
+            if key != "loss":
+                torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6,
+                                           msg=f"seed {s}, gradient of {key}")
+
+
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+def test_training_curves_and_weights_equal_single_models(kind, seed):
+    params = _params()
+    train = [_data(seed + s, kind) for s in SEEDS]
+    valid = [_data(seed + 100 + s, kind, N=20) for s in SEEDS]
+    grads = [_single_gradient(LSTMModel(random_state=s, **params), d)
+             for s, d in zip(SEEDS, train)]
+    norms = [torch.sqrt(sum(g.square().sum() for k, g in gr.items() if k != "loss"))
+             for gr in grads]
+    assert min(norms) > 0.02, "the clipping threshold must be active for this test to bite"
+    alone = [LSTMModel(random_state=s, **params).fit(d, v)
+             for s, d, v in zip(SEEDS, train, valid)]
+    together = fit_stacked([LSTMModel(random_state=s, **params) for s in SEEDS], train, valid)
+    for a, b, v in zip(alone, together, valid):
+        assert isinstance(b, LSTMModel)
+        assert len(a.curve_) == len(b.curve_) == 5
+        for pa, pb in zip(a.curve_, b.curve_):
+            assert pb["step"] == pa["step"]
+            assert pb["train_loss"] == pytest.approx(pa["train_loss"], rel=1e-5)
+            assert pb["valid_loss"] == pytest.approx(pa["valid_loss"], rel=1e-5)
+        assert (b.best_step_, b.n_steps_) == (a.best_step_, a.n_steps_)
+        sa, sb = a.net_.state_dict(), b.net_.state_dict()
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b.predict(v.X) if kind == "real" else
+                                   b.predict_proba(v.X),
+                                   a.predict(v.X) if kind == "real" else a.predict_proba(v.X),
+                                   rtol=1e-4, atol=1e-5)
+        assert b.grad_decay_init_["norm"] == pytest.approx(a.grad_decay_init_["norm"])
+
+
+def test_early_stopping_is_per_member(seed):
+    """Members stop at their own evaluation; each keeps its own best weights."""
+    params = _params(max_steps=40, eval_every=2, patience=2, lr=0.05, clip_norm=None)
+    train = [_data(seed + s, "tokens", N=32) for s in SEEDS]
+    valid = [_data(seed + 50 + s, "tokens", N=32) for s in SEEDS]
+    alone = [LSTMModel(random_state=s, **params).fit(d, v)
+             for s, d, v in zip(SEEDS, train, valid)]
+    together = fit_stacked([LSTMModel(random_state=s, **params) for s in SEEDS], train, valid)
+    assert any(a.n_steps_ < 40 for a in alone), "some member must stop early for this test"
+    for a, b in zip(alone, together):
+        assert (b.n_steps_, b.best_step_) == (a.n_steps_, a.best_step_)
+        assert [p["valid_loss"] for p in b.curve_] == pytest.approx(
+            [p["valid_loss"] for p in a.curve_], rel=1e-4)
+
+
+def test_without_validation_uses_train_loss(seed):
+    params = _params(max_steps=4, eval_every=2)
+    train = [_data(seed + s, "tokens") for s in SEEDS[:2]]
+    alone = [LSTMModel(random_state=s, **params).fit(d) for s, d in zip(SEEDS, train)]
+    together = fit_stacked([LSTMModel(random_state=s, **params) for s in SEEDS[:2]], train)
+    for a, b in zip(alone, together):
+        assert [p["train_loss"] for p in b.curve_] == pytest.approx(
+            [p["train_loss"] for p in a.curve_], rel=1e-5)
+        assert "valid_loss" not in b.curve_[0]
+
+
+def test_bf16_autocast_runs_on_cpu_and_only_when_asked(seed):
+    train = [_data(seed + s, "tokens") for s in SEEDS[:2]]
+    runs = {prec: fit_stacked([LSTMModel(random_state=s, **_params(precision=prec,
+                                                                    max_steps=3))
+                               for s in SEEDS[:2]], train)
+            for prec in ("fp32", "bf16")}
+    for m32, m16 in zip(runs["fp32"], runs["bf16"]):
+        l32 = [p["train_loss"] for p in m32.curve_]
+        l16 = [p["train_loss"] for p in m16.curve_]
+        assert all(np.isfinite(l16))
+        assert l16 != l32  # bf16 products round differently: autocast was on
+        assert l16 == pytest.approx(l32, rel=0.02)
+
+
+def test_diverged_member_is_reported_alone(seed):
+    """A member whose loss overflows gets the DivergedError its single model raises; the
+    other member trains as it would alone."""
+    train = [_data(seed + s, "real") for s in SEEDS[:2]]
+    Y = np.where(train[1].mask[..., None], 1e30, train[1].Y).astype(np.float32)
+    train[1] = SeqData(train[1].X, Y, train[1].mask, input_size=2, target_size=3)
+    params = _params(max_steps=2)
+    with pytest.raises(DivergedError):
+        LSTMModel(random_state=SEEDS[1], **params).fit(train[1])
+    alone = LSTMModel(random_state=SEEDS[0], **params).fit(train[0])
+    out = fit_stacked([LSTMModel(random_state=s, **params) for s in SEEDS[:2]], train)
+    assert isinstance(out[1], DivergedError)
+    assert [p["train_loss"] for p in out[0].curve_] == pytest.approx(
+        [p["train_loss"] for p in alone.curve_], rel=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": 4}, "differs from model 0 in ['hidden_size']"),
+    ({"tbptt": 3}, "differs from model 0"),
+])
+def test_models_must_differ_only_in_seed(change, message, seed):
+    train = [_data(seed + s, "tokens") for s in SEEDS[:2]]
+    models = [LSTMModel(random_state=0, **_params()),
+              LSTMModel(random_state=1, **_params(**change))]
+    with pytest.raises(SeqbenchError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        fit_stacked(models, train)
+
+
+def test_bad_inputs_are_rejected(seed):
+    a, b = _data(seed, "tokens"), _data(seed + 1, "tokens", N=40)
+    models = [LSTMModel(random_state=s, **_params()) for s in (0, 1)]
+    with pytest.raises(SeqbenchError, match=r"data\[1\].X: expected shape \(48, 9\)"):
+        fit_stacked(models, [a, b])
+    with pytest.raises(SeqbenchError, match="expected 2 training sets"):
+        fit_stacked(models, [a])
+    with pytest.raises(SeqbenchError, match="tbptt=None"):
+        fit_stacked([LSTMModel(random_state=s, **_params(tbptt=2)) for s in (0, 1)], [a, a])
+    with pytest.raises(SeqbenchError, match="cuda_graph=True needs a CUDA device"):
+        fit_stacked(models, [a, a], cuda_graph=True)
