@@ -36,9 +36,9 @@ def tests_all(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests and this file."""
+    """ruff over the package, the tests, the benchmarks and this file."""
     session.install(*CONSTRAINTS, "ruff")
-    session.run("ruff", "check", "seqbench", "tests", "noxfile.py")
+    session.run("ruff", "check", "seqbench", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session(default=False)
