@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,15 @@ def _err(path: str, where: str, msg: str) -> SeqbenchError:
     return SeqbenchError(f"suite {path}{', ' + where if where else ''}: {msg}")
 
 
+def _finite(value: Any) -> bool:
+    """False for a NaN or infinite float anywhere in ``value`` (lists included)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _is_sweep(value: Any, default: Any) -> bool:
     if not isinstance(value, list):
         return False
@@ -166,14 +176,20 @@ def _expand(
             axes.append([(key, v) for v in value])
         else:
             axes.append([(key, value)])
+    for key, value in params.items():
+        if not _finite(value):
+            raise _err(path, where, f"parameter {key!r}: expected finite numbers, got {value!r}")
     grid = [dict(combo) for combo in itertools.product(*axes)]
     for combo in grid:
         registry.check_params(kind, name, cls, combo, where=f"suite {path}")
-        if kind == "task":  # the task validates its own ranges now, not at run time
-            try:
+        # the task or model validates its own value ranges now, not at run time
+        try:
+            if kind == "task":
                 cls(**combo).check()
-            except SeqbenchError as exc:
-                raise SeqbenchError(f"suite {path}, {exc}") from None
+            elif hasattr(cls, "_check_params"):
+                cls(**combo)._check_params()
+        except SeqbenchError as exc:
+            raise SeqbenchError(f"suite {path}, {where}: {exc}") from None
     return grid, tuple(swept)
 
 

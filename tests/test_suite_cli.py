@@ -11,6 +11,7 @@ import pytest
 from seqbench import registry
 from seqbench.cli import main
 from seqbench.errors import SeqbenchError
+from seqbench.models.baseline import ChanceBaseline
 from seqbench.suite import canonical_hash, parse_suite
 
 SUITE = """
@@ -74,6 +75,8 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
      "model 'lstm': unknown parameter 'hiden_size'; accepted: hidden_size"),
     (("n_names = 4", "n_names = [[4]]"), "parameter 'n_names': expected int"),
     (("hidden_size = 8", 'hidden_size = "big"'), "parameter 'hidden_size': expected int"),
+    (("hidden_size = 8", "hidden_size = -8"), "parameter 'hidden_size': expected an int >= 1"),
+    (("hidden_size = 8", "hidden_size = 8\nlr = nan"), "'lr': expected finite numbers, got nan"),
     (("max_steps = 30", "max_step = 30"), r"\[budget\].max_step: matches no parameter"),
     (("n_train = 300", "n_train = -3"), r"\[data\].n_train: expected an int >= 1"),
     (("lag = [2, 5]", "lag = [2, -5]"), "parameter 'lag': expected an int >= 0"),
@@ -112,19 +115,33 @@ def test_run_twice_trains_nothing_the_second_time(tmp_path, capsys):
     assert sqlite3.connect(store).execute("SELECT count(*) FROM runs").fetchone()[0] == 8
 
 
+class FailsOnLongLags(ChanceBaseline):
+    """Raises inside fit when the sequences are longer than 17 steps (lag 5 here)."""
+
+    def _fit(self, data, valid):
+        if data.T > 17:
+            raise RuntimeError(f"cannot fit sequences of {data.T} steps")
+        super()._fit(data, valid)
+
+
 def test_a_failing_job_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
-    # lr = 0 passes the type check but fails inside fit: recorded as failed, others run
-    text = SUITE.replace("eval_every = 10", "eval_every = 10\nlr = [0.0, 0.01]")
+    text = SUITE.replace('name = "chance"', 'name = "fails-on-long-lags"')
     store = tmp_path / "s.sqlite"
-    assert main([*RUN, str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
+    registry.models.register("fails-on-long-lags", FailsOnLongLags)
+    try:
+        assert main([*RUN, str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
+    finally:
+        registry.models._extra.pop("fails-on-long-lags")
     out = capsys.readouterr().out
-    assert "not ok: 4 failed" in out
-    rows = sqlite3.connect(store).execute(
-        "SELECT status, error FROM runs WHERE model = 'lstm'").fetchall()
-    assert sorted(r[0] for r in rows) == ["failed"] * 4 + ["ok"] * 4
-    assert all("parameter 'lr': expected a float > 0" in r[1] for r in rows if r[0] == "failed")
+    assert "not ok: 2 failed" in out
+    rows = sqlite3.connect(store).execute("SELECT model, status, error FROM runs").fetchall()
+    assert sorted((m, st) for m, st, _ in rows) == (
+        [("fails-on-long-lags", "failed")] * 2 + [("fails-on-long-lags", "ok")] * 2
+        + [("lstm", "ok")] * 4)
+    assert all("RuntimeError: cannot fit sequences of 20 steps" in e
+               for _, st, e in rows if st == "failed")
     assert main(["results", "--store", str(store), "--errors"]) == 0
-    assert capsys.readouterr().out.count("failed: lstm") == 4
+    assert capsys.readouterr().out.count("failed: fails-on-long-lags") == 2
 
 
 def test_skipped_pairs_are_recorded_with_the_reason(tmp_path):

@@ -144,6 +144,13 @@ class SeqModel(BaseEstimator):
         return {}
 
     # -- what subclasses implement ---------------------------------------------------
+    def _check_params(self) -> None:
+        """Validate the parameters' values (not the data); raise :class:`SeqbenchError`.
+
+        Called by the suite loader on every model configuration, so a bad value in a
+        suite file is an error before anything runs; a model calls it in ``_fit`` too.
+        """
+
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import SeqData
+from ..errors import SeqbenchError
 from .base import SeqModel
 
 
@@ -23,11 +24,13 @@ class ChanceBaseline(SeqModel):
     def __init__(self, strategy: str = "prior") -> None:
         self.strategy = strategy
 
-    def _fit(self, data: SeqData, valid: SeqData | None) -> None:
-        from ..errors import SeqbenchError
-
+    def _check_params(self) -> None:
         if self.strategy not in ("prior", "uniform"):
-            raise SeqbenchError(f"strategy: expected 'prior' or 'uniform', got {self.strategy!r}")
+            raise SeqbenchError(f"ChanceBaseline parameter 'strategy': expected 'prior' or "
+                                f"'uniform', got {self.strategy!r}")
+
+    def _fit(self, data: SeqData, valid: SeqData | None) -> None:
+        self._check_params()
         if data.target_kind == "classes":
             counts = np.bincount(data.Y[data.mask], minlength=data.target_size).astype(float)
             if self.strategy == "uniform":
