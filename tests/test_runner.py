@@ -247,7 +247,7 @@ n_names = 4
 [[model]]
 name = "lstm"
 hidden_size = 8
-max_steps = 100
+max_steps = 300    # long enough that the signal lands while jobs are still running
 eval_every = 50
 device = "cpu"
 """
