@@ -27,13 +27,15 @@ def _cmd_run(args) -> int:
                              gpu_slots=args.gpu_slots)
     if args.timeout is not None and not args.timeout > 0:
         raise SeqbenchError(f"--timeout: expected seconds > 0, got {args.timeout:g}")
+    if args.stack < 1:
+        raise SeqbenchError(f"--stack: expected an int >= 1, got {args.stack}")
     check_store_path(args.store)
     executor.check()                     # reach a remote scheduler before creating the store
     progress = "bar" if sys.stdout.isatty() else "lines"
     with Store(args.store) as store:
         summary = run_suite(suite, store, executor, force=args.force,
                             retry_failed=args.retry_failed, log=None if args.quiet else print,
-                            timeout=args.timeout, progress=progress)
+                            timeout=args.timeout, progress=progress, stack=args.stack)
         df = store.frame(suite.name)
     hashes = {j["hash"] for j in suite.jobs()}
     df = df[df["hash"].isin(hashes)]
@@ -178,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch jobs run at the same time on each GPU (default 1)")
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="per-job time limit, overriding the suite's [budget] timeout")
+    r.add_argument("--stack", type=int, default=1, metavar="K",
+                   help="train up to K seeds of one LSTM configuration together as one "
+                   "stacked module in one worker (one row per seed still; a stack's time "
+                   "limit is the per-job limit x its seeds; default 1: off)")
     r.add_argument("--force", action="store_true", help="rerun every job, even finished ones")
     r.add_argument("--retry-failed", action="store_true",
                    help="rerun jobs stored as failed, timeout or diverged")

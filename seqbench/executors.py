@@ -1,7 +1,9 @@
 """Executors that run many jobs at once: local worker processes and Dask.
 
-Every executor runs the same job function (:func:`seqbench.runner.run_job`) and only
-*returns* records; the driver (:func:`seqbench.runner.run_suite`) writes them to the
+Every executor runs the same job function (:func:`seqbench.runner.run_job`, or
+:func:`seqbench.stacking.run_stack` for a stack job, both through
+:func:`seqbench.runner.run_unit`) and only *returns* records (a stack job returns one per
+member, as a list); the driver (:func:`seqbench.runner.run_suite`) writes them to the
 store. An executor's ``run(jobs)`` is a generator of records in completion order; closing
 it (the driver does, also on Ctrl-C) stops every worker it started.
 
@@ -26,7 +28,8 @@ Persistent worker processes, one job at a time each, talking to the driver over 
   from there, so a worker starts in milliseconds and the libraries' pages are shared.
 * Time limit: ``job["timeout"]`` seconds from the moment the worker starts the job; past
   it the worker is killed (SIGKILL, which stops anything, even a stuck C call), the job
-  is recorded as ``timeout`` and a fresh worker takes its place.
+  is recorded as ``timeout`` and a fresh worker takes its place. A stack job's limit is
+  the per-job limit × its members (:mod:`seqbench.stacking`).
 * A worker that dies inside a job (``os._exit``, a segfault, the kernel's OOM killer)
   makes that job ``failed`` with how the worker ended; a fresh worker takes its place.
 * Models and tasks registered in the driver with ``registry.models.register`` (tests,
@@ -65,7 +68,7 @@ from typing import Any
 from . import registry
 from .errors import SeqbenchError
 from .provenance import device_name
-from .runner import _now, run_job, run_job_with_timeout, stopped_record
+from .runner import _now, run_job_with_timeout, run_unit, stopped_record
 
 # -- routing ------------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ def _worker_main(conn, threads: int, path: list[str], extras: dict[str, dict[str
         if job is None:
             return
         conn.send(("started", job["hash"]))
-        record = run_job(job)
+        record = run_unit(job)  # a list of records for a stack job
         try:
             conn.send(("done", record))
         except (BrokenPipeError, OSError):

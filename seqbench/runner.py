@@ -179,39 +179,69 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 def _run_job_into(job: dict[str, Any], record: dict[str, Any]) -> None:
     """The body of :func:`run_job`: fills ``record`` with status, metrics and errors."""
     try:
-        task_cls = registry.tasks.get(job["task"])
-        task = task_cls(**job["task_params"])
-        spec = task.spec()
-        record.update(metric=spec.metric, higher_is_better=spec.higher_is_better,
-                      chance=spec.chance, oracle=spec.oracle)
-        data = job["data"]
-        train, valid, test = task.splits(job["seed"], data["n_train"], data["n_valid"],
-                                         data["n_test"])
-        model_cls = registry.models.get(job["model"])
-        params = dict(job["model_params"])
-        if "random_state" in params and params["random_state"] is None:
-            params["random_state"] = job["seed"]
-        model = model_cls(**params)
-        why = model.incompatibility(train, spec.shape, spec.needs_proba)
-        if why:
-            raise IncompatibleError(why)
+        task, spec, (train, valid, test), model = prepare_job(job, record)
         fit0 = time.perf_counter()
         model.fit(train, valid, shape=spec.shape)
         record["fit_s"] = time.perf_counter() - fit0
-        result = evaluate(model, task, test)
-        record.update({k: result[k] for k in ("score", "normalised", "metrics", "slices")})
-        record["oracle"] = result["oracle"]
-        record["curve"] = model.training_curve()
-        record["diagnostics"] = model.diagnostics(test)
-        record["n_params"] = model.n_parameters()
-        record["device"] = device_name(getattr(model, "device_", None))
-        record["status"] = "ok"
-    except IncompatibleError as exc:
-        record.update(status="skipped", error=str(exc))
-    except DivergedError as exc:
-        record.update(status="diverged", error=str(exc))
+        score_job(model, task, test, record)
     except Exception as exc:  # a failing job must not take the suite down
+        record_failure(record, exc)
+
+
+def prepare_job(job: dict[str, Any], record: dict[str, Any]):
+    """What a job fits and scores: ``(task, spec, (train, valid, test), model)``, the model
+    unfitted, with the job's seed as its ``random_state`` where that is ``None``. Fills the
+    task's metric fields of ``record``; raises :class:`IncompatibleError` when the model's
+    tags do not cover the task's data."""
+    task_cls = registry.tasks.get(job["task"])
+    task = task_cls(**job["task_params"])
+    spec = task.spec()
+    record.update(metric=spec.metric, higher_is_better=spec.higher_is_better,
+                  chance=spec.chance, oracle=spec.oracle)
+    data = job["data"]
+    splits = task.splits(job["seed"], data["n_train"], data["n_valid"], data["n_test"])
+    model_cls = registry.models.get(job["model"])
+    params = dict(job["model_params"])
+    if "random_state" in params and params["random_state"] is None:
+        params["random_state"] = job["seed"]
+    model = model_cls(**params)
+    why = model.incompatibility(splits[0], spec.shape, spec.needs_proba)
+    if why:
+        raise IncompatibleError(why)
+    return task, spec, splits, model
+
+
+def score_job(model, task, test, record: dict[str, Any]) -> None:
+    """Score a fitted model on the test split into ``record`` (status ``ok``)."""
+    result = evaluate(model, task, test)
+    record.update({k: result[k] for k in ("score", "normalised", "metrics", "slices")})
+    record["oracle"] = result["oracle"]
+    record["curve"] = model.training_curve()
+    record["diagnostics"] = model.diagnostics(test)
+    record["n_params"] = model.n_parameters()
+    record["device"] = device_name(getattr(model, "device_", None))
+    record["status"] = "ok"
+
+
+def record_failure(record: dict[str, Any], exc: Exception) -> None:
+    """The status and error of a job that raised: ``skipped`` (incompatible), ``diverged``
+    or ``failed`` (with the last traceback lines)."""
+    if isinstance(exc, IncompatibleError):
+        record.update(status="skipped", error=str(exc))
+    elif isinstance(exc, DivergedError):
+        record.update(status="diverged", error=str(exc))
+    else:
         record.update(status="failed", error=failure_text(exc))
+
+
+def run_unit(job: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    """What a worker runs: :func:`run_job` for a job, or, for a stack job (a job with a
+    ``"stack"`` list, see :mod:`seqbench.stacking`), its list of records, one per member."""
+    if "stack" in job:
+        from .stacking import run_stack
+
+        return run_stack(job)
+    return run_job(job)
 
 
 class JobTimeout(BaseException):
@@ -220,16 +250,22 @@ class JobTimeout(BaseException):
 
 
 def stopped_record(job: dict[str, Any], status: str, error: str, started: str, wall_s: float,
-                   device: str | None = None) -> dict[str, Any]:
-    """The record of a job that did not return one itself (timed out, or its worker died)."""
+                   device: str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
+    """The record of a job that did not return one itself (timed out, or its worker died);
+    for a stack job, one such record per member (``wall_s`` split evenly among them)."""
+    if "stack" in job:
+        from .stacking import stopped_stack
+
+        return stopped_stack(job, status, error, started, wall_s, device)
     record = base_record(job)
     record.update(status=status, error=error, started=started, finished=_now(), wall_s=wall_s,
                   device=device or device_name(None), provenance=provenance())
     return record
 
 
-def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any]:
-    """:func:`run_job`, stopped after ``job["timeout"]`` seconds (none: no limit).
+def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
+    """:func:`run_unit` (a job or a stack job), stopped after ``job["timeout"]`` seconds
+    (none: no limit).
 
     The limit is enforced in the calling thread: a timer raises :class:`JobTimeout` in
     it (``PyThreadState_SetAsyncExc``). Python delivers that exception at the next
@@ -239,7 +275,7 @@ def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any]:
     """
     timeout = job.get("timeout")
     if not timeout:
-        return run_job(job)
+        return run_unit(job)
     tid = threading.get_ident()
     lock = threading.Lock()
     state = {"done": False, "fired": False}
@@ -257,7 +293,7 @@ def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any]:
     try:
         timer.start()
         try:
-            record = run_job(job)
+            record = run_unit(job)
         finally:
             with lock:
                 state["done"] = True
@@ -294,7 +330,7 @@ class InlineExecutor:
                 self.running = 1
                 record = run_job_with_timeout(job)
                 self.running = 0
-                yield record
+                yield record  # a list of records for a stack job
         finally:
             self.running = 0
             torch.set_num_threads(previous)
@@ -397,6 +433,7 @@ def run_suite(
     log: Callable[[str], None] | None = print,
     timeout: float | None = None,
     progress: str = "lines",
+    stack: int = 1,
 ) -> dict[str, Any]:
     """Run every job of ``suite`` not yet in ``store``; return a summary of counts.
 
@@ -404,16 +441,27 @@ def run_suite(
     ``progress`` is ``"lines"`` (one line per finished job through ``log``), ``"bar"``
     (a rich progress bar) or ``"none"``; ``log=None`` silences everything. Records are
     written to ``store`` by this function only, one transaction each, as they arrive.
+
+    ``stack`` > 1 groups the jobs to run that differ only in their seed (and the model's
+    ``random_state``) and whose model can be trained stacked (LSTM), up to ``stack`` per
+    group, into stack jobs, each trained as one module by one worker
+    (:mod:`seqbench.stacking`); the store still gets one row per job.
     """
     jobs = suite.jobs()
     if timeout is not None:
         jobs = [{**job, "timeout": timeout} for job in jobs]
     todo, done = select_jobs(jobs, store, force=force, retry_failed=retry_failed)
+    from .stacking import stack_jobs
+
+    units = stack_jobs(todo, stack)  # jobs, and stack jobs of several seeds
     store.write_suite(suite.name, suite.path, suite.text, canonical_hash(suite.text), _now())
     executor = executor or InlineExecutor()
     say = log or (lambda _msg: None)
+    stacks = [len(u["stack"]) for u in units if "stack" in u]
     say(f"suite {suite.name}: {len(jobs)} jobs, {len(done)} already in the store, "
-        f"{len(todo)} to run ({executor.name})")
+        f"{len(todo)} to run ({executor.name})"
+        + (f"; {sum(stacks)} of them in {len(stacks)} stack{'s' * (len(stacks) > 1)}"
+           if stacks else ""))
     counts: Counter[str] = Counter()
     t0 = time.perf_counter()
     if log is None or progress == "none":
@@ -422,10 +470,10 @@ def run_suite(
         shown = _Bar(len(todo), suite.name)
     else:
         shown = _Lines(say, len(todo))
-    records = _records(executor, todo)
+    records = _records(executor, units)
     try:
         with shown:
-            for i, record in enumerate(records, 1):
+            for i, record in enumerate(_each(records), 1):
                 record["provenance"] = {**(record.get("provenance") or {}),
                                         "executor": executor.name}
                 store.write(record)
@@ -444,6 +492,12 @@ def _records(executor, jobs: list[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     if not jobs:
         return iter(())
     return executor.run(jobs)
+
+
+def _each(results: Iterable[dict[str, Any] | list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """The records of an executor's results, a stack job's list flattened."""
+    for result in results:
+        yield from (result if isinstance(result, list) else [result])
 
 
 EXECUTORS = "inline, local, dask-local:N, dask://HOST:PORT"
