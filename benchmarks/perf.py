@@ -85,17 +85,9 @@ def ensure_builtins() -> None:
                 pass
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine(device: str) -> str:
+    from seqbench.provenance import cpu_name
+
     if device == "cuda":
         import torch
 
