@@ -294,7 +294,6 @@ def run_gru(gru, x: Tensor, h0: Tensor | None = None, form: str = "lecture"
     """Unroll the GRU with the weights of ``gru`` (an ``nn.GRU``): ``form="lecture"`` uses
     :func:`gru_cell` with :meth:`GRUWeights.from_torch`, ``form="torch"`` uses
     :func:`gru_cell_torch_form`. Returns like ``gru(x, h0)``."""
-    import torch
 
     if form == "lecture":
         cell, weights = gru_cell, GRUWeights.from_torch
@@ -302,39 +301,33 @@ def run_gru(gru, x: Tensor, h0: Tensor | None = None, form: str = "lecture"
         cell, weights = gru_cell_torch_form, TorchGRUWeights.from_torch
     else:
         raise SeqbenchError(f"run_gru: expected form 'lecture' or 'torch', got {form!r}")
-    seq = _time_major(gru, x)
-    h0 = h0 if h0 is not None else _zeros(gru, seq)
-    h_n = []
-    for layer in range(gru.num_layers):
-        w = weights(gru, layer)
-        h = h0[layer]
-        outs = []
-        for x_t in seq:
-            h = cell(x_t, h, w)
-            outs.append(h)
-        seq = torch.stack(outs)
-        h_n.append(h)
-    return _batch_major_out(gru, list(seq)), torch.stack(h_n)
+    return _unroll_single_state(gru, x, h0, weights, cell)
 
 
 def run_rnn(rnn, x: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Unroll :func:`rnn_cell` with the weights of ``rnn`` (an ``nn.RNN``, tanh or ReLU);
     returns like ``rnn(x, h0)``."""
+    return _unroll_single_state(rnn, x, h0, RNNWeights.from_torch, rnn_cell)
+
+
+def _unroll_single_state(module, x: Tensor, h0: Tensor | None, weights, cell):
+    """Unroll ``cell`` layer by layer over ``x`` for a module whose state is one tensor h
+    (GRU, RNN), with each layer's weights from ``weights(module, layer)``."""
     import torch
 
-    seq = _time_major(rnn, x)
-    h0 = h0 if h0 is not None else _zeros(rnn, seq)
+    seq = _time_major(module, x)
+    h0 = h0 if h0 is not None else _zeros(module, seq)
     h_n = []
-    for layer in range(rnn.num_layers):
-        w = RNNWeights.from_torch(rnn, layer)
+    for layer in range(module.num_layers):
+        w = weights(module, layer)
         h = h0[layer]
         outs = []
         for x_t in seq:
-            h = rnn_cell(x_t, h, w)
+            h = cell(x_t, h, w)  # one step of the layer's recurrence
             outs.append(h)
-        seq = torch.stack(outs)
+        seq = torch.stack(outs)  # (T, N, H): the next layer's inputs
         h_n.append(h)
-    return _batch_major_out(rnn, list(seq)), torch.stack(h_n)
+    return _batch_major_out(module, list(seq)), torch.stack(h_n)
 
 
 __all__ = [
