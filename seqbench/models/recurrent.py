@@ -377,11 +377,7 @@ class RecurrentModel(SeqModel):
         X, Y, M = self._tensors(data, device)
         V = (*self._tensors(valid, device), valid.mask) if valid is not None else None
         N = X.shape[0]
-        B = min(self.batch_size, N)
-        steps_per_epoch = max(N // B, 1)
-        max_steps = self.max_steps
-        if self.max_epochs is not None:
-            max_steps = min(max_steps, self.max_epochs * steps_per_epoch)
+        B, steps_per_epoch, max_steps = self._step_budget(N)
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16)
             if self.precision == "bf16" else _nullcontext()
@@ -447,6 +443,16 @@ class RecurrentModel(SeqModel):
         self.curve_ = curve
         self.best_step_ = best[2]
         self.n_steps_ = step
+
+    def _step_budget(self, n: int) -> tuple[int, int, int]:
+        """(batch size, steps per epoch, optimiser steps) for ``n`` training sequences:
+        ``max_steps``, capped at ``max_epochs`` epochs when that is set."""
+        batch = min(self.batch_size, n)
+        per_epoch = max(n // batch, 1)
+        steps = self.max_steps
+        if self.max_epochs is not None:
+            steps = min(steps, self.max_epochs * per_epoch)
+        return batch, per_epoch, steps
 
     # -- diagnostics -------------------------------------------------------------------
     def diagnostics(self, data: SeqData) -> dict[str, Any]:

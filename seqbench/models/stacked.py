@@ -302,11 +302,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     V = _stack_tensors(valids, device) if valids is not None else None
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     N = X.shape[1]
-    B = min(proto.batch_size, N)
-    steps_per_epoch = max(N // B, 1)
-    max_steps = proto.max_steps
-    if proto.max_epochs is not None:
-        max_steps = min(max_steps, proto.max_epochs * steps_per_epoch)
+    B, steps_per_epoch, max_steps = proto._step_budget(N)
 
     def autocast():
         if proto.precision != "bf16":
