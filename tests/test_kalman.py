@@ -19,8 +19,10 @@ from seqbench.models.kalman import (
     LDSParams,
     LocalLevel,
     LocalLinearTrend,
+    engine_bytes,
     filterpy_filter_smoother,
     kalman_filter,
+    plan_chunks,
     rts_smoother,
 )
 
@@ -321,6 +323,86 @@ def test_lds_bad_input(rng):
         LDSModel(init="svd").fit(data)
     with pytest.raises(SeqbenchError, match="not fitted"):
         LDSModel().predict(data.X)
+
+
+# -- chunks ----------------------------------------------------------------------------------
+def test_plan_chunks_covers_every_sequence_within_budget(rng):
+    group = rng.integers(0, 6, size=200)
+    seq_bytes, pattern_bytes = 10.0, 25.0
+    chunks = plan_chunks(group, seq_bytes, pattern_bytes, budget=300.0)
+    assert len(chunks) > 1
+    np.testing.assert_array_equal(np.sort(np.concatenate(chunks)), np.arange(200))
+    for idx in chunks:
+        cost = len(idx) * seq_bytes + len(np.unique(group[idx])) * pattern_bytes
+        assert cost <= 300.0 or len(idx) == 1
+    # a chunk larger than the budget allows is never made of more than one sequence
+    assert all(len(c) == 1 for c in plan_chunks(group, 400.0, 0.0, budget=300.0))
+    fixed = plan_chunks(group, seq_bytes, pattern_bytes, chunk_size=7)
+    assert [len(c) for c in fixed] == [7] * 28 + [4]
+    # the default budget keeps a long-range job's chunk at a few hundred sequences
+    seq_b, pat_b = engine_bytes(16, 9, 3, 400)
+    assert 200 < len(plan_chunks(np.zeros(10_000, int), seq_b, pat_b)[0]) < 2000
+
+
+def forecasting_data(rng, N=12, T=30):
+    th = 0.3
+    p = LDSParams(0.95 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]),
+                  np.zeros((2, 1)), np.array([[1.0, 0.0], [0.5, 1.0]]), np.array([[0.5], [-0.2]]),
+                  0.1 * np.eye(2), 0.2 * np.eye(2), np.zeros(2), np.eye(2))
+    _, y = simulate(p, np.ones((N, T + 1, 1)), rng)
+    return SeqData(y[:, :-1], y[:, 1:], np.ones((N, T), bool), forecasting=True)
+
+
+@pytest.mark.parametrize("kind", ["inputs", "forecasting", "tokens"])
+def test_lds_chunked_em_equals_one_chunk(rng, kind):
+    """EM over chunks of 3 sequences (observation patterns split across chunks, sums
+    accumulated chunk by chunk; the random, PCA and one-hot paths) against one chunk
+    holding every sequence: the same numbers up to floating-point summation order."""
+    if kind == "tokens":
+        task = sb.make_task("jane-recall", lag=3)
+        data, valid, test = task.splits(seed=0, n_train=40, n_valid=10, n_test=20)
+        X_test = test.X
+    else:
+        make = input_driven_data if kind == "inputs" else forecasting_data
+        data, valid, test = (make(rng, N=20)[1] if kind == "inputs" else make(rng)
+                             for _ in range(3))
+        X_test = test.X
+    fits = [LDSModel(n_states=3, max_iter=5, tol=0, chunk_size=c, random_state=0)
+            .fit(data, valid) for c in (3, None)]
+    assert fits[0].params_.max_abs_diff(fits[1].params_) < 1e-10
+    for a, b in zip(fits[0].curve_, fits[1].curve_):
+        for key in ("train_loglik", "valid_loglik"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12)
+    preds = [m.predict(X_test) for m in fits]
+    if kind == "tokens":
+        np.testing.assert_array_equal(*preds)
+    else:
+        np.testing.assert_allclose(*preds, rtol=0, atol=1e-10)
+    # and the one-chunk fit is the full-batch engine's: its predictions from the fitted
+    # parameters, by kalman_filter on all sequences at once
+    if kind == "inputs":
+        p = fits[1].params_
+        U = np.concatenate([(X_test - fits[1].u_mean_) / fits[1].u_scale_,
+                            np.ones((*X_test.shape[:2], 1))], axis=2)
+        N, T = X_test.shape[:2]
+        f = kalman_filter(p, U, np.zeros((N, T, 1)), np.zeros((N, T), bool))
+        y = (f.x_filt[:, 1:] @ p.C.T + U @ p.D.T) * fits[1].y_scale_ + fits[1].y_mean_
+        np.testing.assert_allclose(preds[0], y, rtol=0, atol=1e-10)
+
+
+def test_structural_chunks_give_the_same_likelihood_and_predictions(rng):
+    X = np.cumsum(rng.normal(size=(7, 40, 1)), axis=1) + rng.normal(size=(7, 40, 1))
+    data = SeqData(X, X.copy(), np.ones((7, 40), bool))
+    model = LocalLinearTrend(max_iter=20).fit(data)
+    var, y, scale = model.sigma2_[0], X[..., 0], model.scale_[0]
+    whole, pred = model.loglik(var, y, scale), model.predict(X)
+    model.set_params(chunk_size=2)
+    assert model.loglik(var, y, scale) == pytest.approx(whole, rel=1e-12)
+    np.testing.assert_allclose(model.predict(X), pred, rtol=0, atol=1e-10)
+    with pytest.raises(SeqbenchError, match="chunk_size"):
+        LocalLevel(chunk_size=0).fit(data)
+    with pytest.raises(SeqbenchError, match="chunk_size"):
+        LDSModel(chunk_size=2.5).fit(data)
 
 
 # -- structured models ------------------------------------------------------------------------

@@ -18,7 +18,10 @@ Contents, top to bottom:
    advanced together (vectorised over N; a Python loop over T only). The state
    covariances depend only on *which* steps are observed, not on the values, so they
    are computed once per distinct observation pattern (``group``) and shared by the
-   sequences with that pattern; the means are computed per sequence.
+   sequences with that pattern; the means are computed per sequence. Each is split in
+   its covariance half (per pattern) and its mean half (per sequence), so that
+   :func:`engine_chunks` can run the means over chunks of sequences (:func:`plan_chunks`)
+   with one covariance pass shared by the chunks, and memory stays bounded by a chunk.
 2. :func:`filterpy_filter_smoother`: the same E-step with filterpy's ``KalmanFilter``
    (``predict(u)`` / ``update(z)``, ``update(None)`` at a missing step) and its
    ``rts_smoother``, sequence by sequence. It is the oracle the tests compare the
@@ -154,45 +157,31 @@ def observation_patterns(observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return observed[first], np.asarray(group, dtype=np.intp).reshape(-1)
 
 
-def kalman_filter(p: LDSParams, U: np.ndarray, Y: np.ndarray, observed: np.ndarray,
-                  *, patterns: tuple[np.ndarray, np.ndarray] | None = None) -> FilterResult:
-    """Kalman filter over all N sequences at once.
+def filter_covariances(p: LDSParams, patterns: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The covariance half of the Kalman filter for G observation patterns (G, T) bool.
 
-    ``U`` (N, T, m) inputs, ``Y`` (N, T, k) observations (values where ``observed`` is
-    False are ignored), ``observed`` (N, T) bool; ``patterns`` the result of
-    :func:`observation_patterns` where already known. The update uses the Joseph form
-    (as filterpy does) and symmetrises the covariances; S^-1 is applied through the
-    inverse of its Cholesky factor L (S = L L', so S^-1 = L^-T L^-1 and
-    log|S| = 2 sum log diag L). A non-positive-definite S raises
+    Returns, time-major: P_pred (T+1, G, n, n) = P_{t|t-1}, P_filt (T+1, G, n, n) =
+    P_{t|t} (index 0 holds P0), the gains K (T, G, n, k), the inverse Cholesky factors
+    L^-1 of S (T, G, k, k) and log|S| (T, G); K, L^-1 and log|S| are zero at a step the
+    pattern does not observe. The update uses the Joseph form (as filterpy does) and
+    symmetrises the covariances; S^-1 is applied through L^-1 (S = L L', so
+    S^-1 = L^-T L^-1 and log|S| = 2 sum log diag L). A non-positive-definite S raises
     :class:`~seqbench.errors.DivergedError`.
     """
-    U = np.asarray(U, dtype=float)
-    Y = np.asarray(Y, dtype=float)
-    observed = np.asarray(observed, dtype=bool)
-    _check_streams(p, U, Y, observed)
-    A, B, C, D, Q, R = p.A, p.B, p.C, p.D, p.Q, p.R
-    N, T = observed.shape
+    A, C, Q, R = p.A, p.C, p.Q, p.R
+    G, T = patterns.shape
     n, k = A.shape[0], C.shape[0]
-    patterns, group = observation_patterns(observed) if patterns is None else patterns
-    G = patterns.shape[0]
     I = np.eye(n)
-
-    # time-major storage (T+1, N, ...): each step reads and writes contiguous blocks
-    Bu = np.moveaxis(U, 1, 0) @ B.T  # (T, N, n)
-    Du = np.moveaxis(U, 1, 0) @ D.T  # (T, N, k)
-    Yt = np.moveaxis(Y, 1, 0)  # (T, N, k)
-    x_pred = np.empty((T + 1, N, n))
-    x_filt = np.empty((T + 1, N, n))
     P_pred = np.empty((T + 1, G, n, n))
     P_filt = np.empty((T + 1, G, n, n))
-    ll = np.zeros((T, N))
-    x_pred[0] = x_filt[0] = p.mu0
+    K_all = np.zeros((T, G, n, k))
+    Linv_all = np.zeros((T, G, k, k))
+    logdet_all = np.zeros((T, G))
     P_pred[0] = P_filt[0] = p.P0
     for t in range(1, T + 1):
-        # predict:  x = A x + B u ;  P = A P A' + Q
-        x_pred[t] = x_filt[t - 1] @ A.T + Bu[t - 1]  # (N, n)
+        # predict:  P = A P A' + Q
         P_pred[t] = _sym(A @ P_filt[t - 1] @ A.T + Q)  # (G, n, n)
-        x_filt[t] = x_pred[t]
         P_filt[t] = P_pred[t]
         g_obs = patterns[:, t - 1]  # patterns that observe y_t
         if not g_obs.any():
@@ -211,52 +200,132 @@ def kalman_filter(p: LDSParams, U: np.ndarray, Y: np.ndarray, observed: np.ndarr
         # P = (I - K C) P (I - K C)' + K R K'   (Joseph form)
         IKC = I - K @ C  # (Go, n, n)
         P_filt[t, g_obs] = _sym(IKC @ P @ _T(IKC) + K @ R @ _T(K))
-        logdet = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)  # log|S|, (Go,)
+        K_all[t - 1, g_obs] = K
+        Linv_all[t - 1, g_obs] = Linv
+        logdet_all[t - 1, g_obs] = 2.0 * np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)
+    return P_pred, P_filt, K_all, Linv_all, logdet_all
+
+
+def filter_means(p: LDSParams, U: np.ndarray, Y: np.ndarray, observed: np.ndarray,
+                 group: np.ndarray, patterns: np.ndarray, K: np.ndarray, Linv: np.ndarray,
+                 logdet: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean half of the Kalman filter, with the gains of :func:`filter_covariances`
+    for ``patterns``; sequence i has pattern ``group[i]``. Returns, time-major, x_pred and
+    x_filt (T+1, N, n) and the per-step log-likelihoods (T, N)."""
+    A, B, C, D = p.A, p.B, p.C, p.D
+    N, T = observed.shape
+    n, k = A.shape[0], C.shape[0]
+    # time-major storage (T+1, N, ...): each step reads and writes contiguous blocks
+    Bu = np.moveaxis(U, 1, 0) @ B.T  # (T, N, n)
+    Du = np.moveaxis(U, 1, 0) @ D.T  # (T, N, k)
+    Yt = np.moveaxis(Y, 1, 0)  # (T, N, k)
+    x_pred = np.empty((T + 1, N, n))
+    x_filt = np.empty((T + 1, N, n))
+    ll = np.zeros((T, N))
+    x_pred[0] = x_filt[0] = p.mu0
+    for t in range(1, T + 1):
+        # predict:  x = A x + B u
+        x_pred[t] = x_filt[t - 1] @ A.T + Bu[t - 1]  # (N, n)
+        x_filt[t] = x_pred[t]
+        g_obs = np.flatnonzero(patterns[:, t - 1])  # patterns that observe y_t
+        if not len(g_obs):
+            continue
         # update, per observing sequence:  r = y - C x - D u ;  x = x + K r
         seqs = np.flatnonzero(observed[:, t - 1])
         rows = slice(None) if len(seqs) == N else seqs  # (M,) sequences
         r = Yt[t - 1, rows] - x_pred[t, rows] @ C.T - Du[t - 1, rows]  # (M, k)
-        if len(K) == 1:  # one observing pattern: plain matrix products
-            Kr, e, logdet_m = r @ K[0].T, r @ Linv[0].T, logdet[0]
+        if len(g_obs) == 1:  # one observing pattern: plain matrix products
+            g = g_obs[0]
+            Kr, e, logdet_m = r @ K[t - 1, g].T, r @ Linv[t - 1, g].T, logdet[t - 1, g]
         else:
-            gi = (np.cumsum(g_obs) - 1)[group[seqs]]  # (M,) index into the observing patterns
-            Kr = np.einsum("mij,mj->mi", K[gi], r)
-            e = np.einsum("mij,mj->mi", Linv[gi], r)
-            logdet_m = logdet[gi]
+            gi = group[seqs]  # (M,) pattern of each observing sequence
+            Kr = np.einsum("mij,mj->mi", K[t - 1, gi], r)
+            e = np.einsum("mij,mj->mi", Linv[t - 1, gi], r)
+            logdet_m = logdet[t - 1, gi]
         x_filt[t, rows] = x_pred[t, rows] + Kr
         # log N(r; 0, S) = -0.5 (k log 2 pi + log|S| + r' S^-1 r),  r' S^-1 r = |L^-1 r|^2
         ll[t - 1, rows] = -0.5 * (k * LOG_2PI + logdet_m + np.sum(e * e, axis=-1))
+    return x_pred, x_filt, ll
+
+
+def kalman_filter(p: LDSParams, U: np.ndarray, Y: np.ndarray, observed: np.ndarray,
+                  *, patterns: tuple[np.ndarray, np.ndarray] | None = None,
+                  covariances: tuple[np.ndarray, ...] | None = None) -> FilterResult:
+    """Kalman filter over all N sequences at once.
+
+    ``U`` (N, T, m) inputs, ``Y`` (N, T, k) observations (values where ``observed`` is
+    False are ignored), ``observed`` (N, T) bool; ``patterns`` the result of
+    :func:`observation_patterns` where already known, and ``covariances`` the result of
+    :func:`filter_covariances` for those patterns where already known (they depend on the
+    parameters and the patterns only, so chunks of sequences with the same patterns
+    share them). See :func:`filter_covariances` for the update's form.
+    """
+    U = np.asarray(U, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    observed = np.asarray(observed, dtype=bool)
+    _check_streams(p, U, Y, observed)
+    patterns, group = observation_patterns(observed) if patterns is None else patterns
+    if covariances is None:
+        covariances = filter_covariances(p, patterns)
+    P_pred, P_filt, K, Linv, logdet = covariances
+    x_pred, x_filt, ll = filter_means(p, U, Y, observed, group, patterns, K, Linv, logdet)
     # sequence-major views for the caller
     x_pred, x_filt, P_pred, P_filt = (np.moveaxis(a, 0, 1) for a in (x_pred, x_filt, P_pred,
                                                                       P_filt))
     return FilterResult(x_pred, x_filt, P_pred, P_filt, ll.T, group, patterns)
 
 
-def rts_smoother(p: LDSParams, f: FilterResult) -> SmootherResult:
-    """Rauch-Tung-Striebel smoother over all sequences, back to s_0, with the lag-one
-    cross-covariances Cov(s_t, s_{t-1} | Y) = P_{t|T} J_{t-1}' (de Jong 1989)."""
-    A = p.A
-    N, T1, n = f.x_filt.shape
-    G = f.P_filt.shape[0]
-    # time-major views (contiguous when f came from kalman_filter)
-    xf, xp, Pf, Pp = (np.moveaxis(a, 1, 0) for a in (f.x_filt, f.x_pred, f.P_filt, f.P_pred))
-    x = np.empty((T1, N, n))
+def smoother_covariances(A: np.ndarray, P_filt: np.ndarray, P_pred: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The covariance half of the RTS smoother from the filter's time-major P_filt and
+    P_pred (T+1, G, n, n): the gains J (T, G, n, n) (J[t] = J_t for t = 0..T-1),
+    P (T+1, G, n, n) = Cov(s_t | Y) and P_lag (T+1, G, n, n) = Cov(s_t, s_{t-1} | Y) =
+    P_{t|T} J_{t-1}' (de Jong 1989; index 0 unused, zeros)."""
+    T1, G, n, _ = P_filt.shape
+    J_all = np.empty((T1 - 1, G, n, n))
     P = np.empty((T1, G, n, n))
     P_lag = np.zeros((T1, G, n, n))
-    x[-1] = xf[-1]
-    P[-1] = Pf[-1]
+    P[-1] = P_filt[-1]
     for t in range(T1 - 2, -1, -1):
         # J = P_{t|t} A' P_{t+1|t}^-1   (both covariances symmetric)
-        J = _T(np.linalg.solve(Pp[t + 1], A @ Pf[t]))  # (G, n, n)
-        # x_{t|T} = x_{t|t} + J (x_{t+1|T} - x_{t+1|t})
-        dx = x[t + 1] - xp[t + 1]  # (N, n)
-        Jdx = dx @ J[0].T if G == 1 else np.einsum("nij,nj->ni", J[f.group], dx)
-        x[t] = xf[t] + Jdx
+        J = _T(np.linalg.solve(P_pred[t + 1], A @ P_filt[t]))  # (G, n, n)
+        J_all[t] = J
         # P_{t|T} = P_{t|t} + J (P_{t+1|T} - P_{t+1|t}) J'
-        P[t] = _sym(Pf[t] + J @ (P[t + 1] - Pp[t + 1]) @ _T(J))
+        P[t] = _sym(P_filt[t] + J @ (P[t + 1] - P_pred[t + 1]) @ _T(J))
         # Cov(s_{t+1}, s_t | Y) = P_{t+1|T} J'
         P_lag[t + 1] = P[t + 1] @ _T(J)
+    return J_all, P, P_lag
+
+
+def smoother_means(x_filt: np.ndarray, x_pred: np.ndarray, J: np.ndarray, group: np.ndarray
+                   ) -> np.ndarray:
+    """The mean half of the RTS smoother: time-major x_filt, x_pred (T+1, N, n) and the
+    gains J (T, G, n, n) of :func:`smoother_covariances` -> E[s_t | Y], (T+1, N, n)."""
+    T1, N, n = x_filt.shape
+    single = J.shape[1] == 1
+    x = np.empty((T1, N, n))
+    x[-1] = x_filt[-1]
+    for t in range(T1 - 2, -1, -1):
+        # x_{t|T} = x_{t|t} + J (x_{t+1|T} - x_{t+1|t})
+        dx = x[t + 1] - x_pred[t + 1]  # (N, n)
+        Jdx = dx @ J[t, 0].T if single else np.einsum("nij,nj->ni", J[t, group], dx)
+        x[t] = x_filt[t] + Jdx
+    return x
+
+
+def rts_smoother(p: LDSParams, f: FilterResult,
+                 covariances: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> SmootherResult:
+    """Rauch-Tung-Striebel smoother over all sequences, back to s_0, with the lag-one
+    cross-covariances Cov(s_t, s_{t-1} | Y) = P_{t|T} J_{t-1}' (de Jong 1989).
+    ``covariances``: the result of :func:`smoother_covariances` for ``f``'s patterns
+    where already known."""
+    # time-major views (contiguous when f came from kalman_filter)
+    xf, xp, Pf, Pp = (np.moveaxis(a, 1, 0) for a in (f.x_filt, f.x_pred, f.P_filt, f.P_pred))
+    J, P, P_lag = smoother_covariances(p.A, Pf, Pp) if covariances is None else covariances
+    x = smoother_means(xf, xp, J, f.group)
     return SmootherResult(*(np.moveaxis(a, 0, 1) for a in (x, P, P_lag)))
+
 
 
 # =====================================================================================
@@ -317,15 +386,85 @@ def filterpy_filter_smoother(p: LDSParams, U: np.ndarray, Y: np.ndarray, observe
     return f, SmootherResult(xs, Ps, P_lag)
 
 
-def e_step(p: LDSParams, U, Y, observed, backend: str = "batched", patterns=None
-           ) -> tuple[FilterResult, SmootherResult]:
-    """Filter and smoother with the chosen backend."""
-    if backend == "batched":
-        f = kalman_filter(p, U, Y, observed, patterns=patterns)
-        return f, rts_smoother(p, f)
-    if backend == "filterpy":
-        return filterpy_filter_smoother(p, U, Y, observed)
-    raise SeqbenchError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+# -- chunks of sequences ---------------------------------------------------------------
+CHUNK_BYTES = 256 * 2**20  # the default memory budget of one chunk's per-step arrays
+
+
+def plan_chunks(group: np.ndarray, seq_bytes: float, pattern_bytes: float,
+                chunk_size: int | None = None, budget: float = CHUNK_BYTES
+                ) -> list[np.ndarray]:
+    """Split N sequences into chunks (arrays of sequence indices) for the engine.
+
+    Sequences are taken in order of their observation pattern ``group`` (N,), so a chunk
+    holds few patterns and consecutive chunks of one pattern share its covariances.
+    ``chunk_size``: at most that many sequences per chunk. None: as many as fit in
+    ``budget`` bytes, a sequence costing ``seq_bytes`` (its per-step arrays) and each
+    pattern in the chunk ``pattern_bytes`` (its per-step covariances); at least one
+    sequence per chunk.
+    """
+    order = np.argsort(group, kind="stable")
+    N = len(order)
+    if chunk_size is not None:
+        return [order[i:i + chunk_size] for i in range(0, N, chunk_size)]
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])  # first of each pattern
+    counts = np.diff(np.r_[starts, N])
+    chunks: list[np.ndarray] = []
+    begin, used = 0, 0.0
+    for start, count in zip(starts.tolist(), counts.tolist()):
+        while count > 0:
+            room = int((budget - used - pattern_bytes) // seq_bytes)  # sequences that fit
+            if room < 1 and start > begin:  # this chunk is full
+                chunks.append(order[begin:start])
+                begin, used = start, 0.0
+                continue
+            take = min(count, max(room, 1))
+            used += pattern_bytes + take * seq_bytes
+            start += take
+            count -= take
+    if begin < N:
+        chunks.append(order[begin:])
+    return chunks
+
+
+def engine_bytes(n: int, m: int, k: int, T: int) -> tuple[float, float]:
+    """Bytes of the engine's arrays per sequence and per observation pattern, for
+    :func:`plan_chunks`: a sequence's float64 inputs, observations, predicted, filtered
+    and smoothed means and the M-step's gathered copies, about (7n + 3m + 3k + 2) per
+    step; a pattern's P_pred, P_filt, P, P_lag, J, K, L^-1 (5n^2 + nk + k^2 per step)."""
+    return (8.0 * T * (7 * n + 3 * m + 3 * k + 2),
+            8.0 * (T + 1) * (5 * n * n + n * k + k * k))
+
+
+def engine_chunks(p: LDSParams, streams, chunks: list[np.ndarray], group: np.ndarray,
+                  patterns: np.ndarray, *, smooth: bool = True, backend: str = "batched"):
+    """Filter (and smooth) chunk by chunk: yields (idx, (U, Y, observed), FilterResult,
+    SmootherResult or None) for each chunk's sequence indices ``idx``. ``streams(idx)``
+    gives the chunk's (U, Y, observed); ``group`` (N,) and ``patterns`` (G, T) are the
+    observation patterns of all N sequences. The covariances are computed once per distinct set of
+    patterns in a row of chunks (one set for all chunks, when every sequence shares a
+    pattern) and shared."""
+    if backend not in BACKENDS:
+        raise SeqbenchError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    key, cov_f, cov_s = None, None, None
+    for idx in chunks:
+        U, Y, observed = streams(idx)
+        if backend == "filterpy":
+            f, sm = filterpy_filter_smoother(p, U, Y, observed)
+            yield idx, (U, Y, observed), f, sm
+            continue
+        used, local = np.unique(group[idx], return_inverse=True)
+        if key is None or not np.array_equal(key, used):
+            key = used
+            cov_f = filter_covariances(p, patterns[used])
+            cov_s = None
+        f = kalman_filter(p, U, Y, observed, patterns=(patterns[used], local.reshape(-1)),
+                          covariances=cov_f)
+        if not smooth:
+            yield idx, (U, Y, observed), f, None
+            continue
+        if cov_s is None:
+            cov_s = smoother_covariances(p.A, cov_f[1], cov_f[0])
+        yield idx, (U, Y, observed), f, rts_smoother(p, f, cov_s)
 
 
 # =====================================================================================
@@ -376,47 +515,94 @@ def _ridge_solve(S_yz: np.ndarray, S_zz: np.ndarray, lam: float) -> np.ndarray:
 
 
 @dataclass
-class EMData:
-    """What the M-step needs from the data, computed once per fit (it does not change
-    between iterations): inputs and observations at the active and observed steps, their
-    second moments, and per-pattern step counts."""
+class EMStats:
+    """The sums over sequences and steps that the M-step needs (smoothed moments and the
+    data's moments), accumulated chunk by chunk with :meth:`add`. z_t = [s_{t-1}; u_t],
+    o_t = [s_t; u_t]; "active" steps enter the dynamics, "observed" ones the observation
+    regression."""
 
-    active: np.ndarray  # (N, T) bool, steps entering the dynamics statistics
-    observed: np.ndarray  # (N, T) bool
-    U_act: np.ndarray  # (Ma, m) u_t at active steps
-    UU_act: np.ndarray  # (m, m)
-    U_obs: np.ndarray  # (Mo, m) u_t at observed steps
-    UU_obs: np.ndarray  # (m, m)
-    Y_obs: np.ndarray  # (Mo, k) y_t at observed steps
-    YU_obs: np.ndarray  # (k, m)
-    YY_obs: np.ndarray  # (k, k)
-    act_g: np.ndarray  # (G, T) number of active sequences per pattern and step
-    obs_g: np.ndarray  # (G, T) number of observing sequences per pattern and step
-    counts: np.ndarray  # (G,) sequences per pattern
+    S_zz: np.ndarray  # (n + m, n + m) sum E[z_t z_t'] over active steps
+    S_sz: np.ndarray  # (n, n + m) sum E[s_t z_t'] over active steps
+    S_ss: np.ndarray  # (n, n) sum E[s_t s_t'] over active steps
+    S_oo: np.ndarray  # (n + m, n + m) sum E[o_t o_t'] over observed steps
+    S_yo: np.ndarray  # (k, n + m) sum y_t E[o_t]' over observed steps
+    S_yy: np.ndarray  # (k, k) sum y_t y_t' over observed steps
+    P0_sum: np.ndarray  # (n, n) sum_i Cov(s_0 | Y_i)
+    x0: np.ndarray  # (N, n) E[s_0 | Y_i]
+    n_dyn: float = 0.0
+    n_obs: float = 0.0
+
+    @classmethod
+    def zeros(cls, N: int, n: int, m: int, k: int) -> EMStats:
+        return cls(np.zeros((n + m, n + m)), np.zeros((n, n + m)), np.zeros((n, n)),
+                   np.zeros((n + m, n + m)), np.zeros((k, n + m)), np.zeros((k, k)),
+                   np.zeros((n, n)), np.zeros((N, n)))
+
+    def add(self, idx: np.ndarray, U: np.ndarray, Y: np.ndarray, observed: np.ndarray,
+            active: np.ndarray, sm: SmootherResult, group: np.ndarray,
+            data_moments: bool = True) -> None:
+        """Add one chunk: sequences ``idx``, their U (Nc, T, m), Y (Nc, T, k), observed and
+        active steps (Nc, T), smoother output and pattern index into ``sm.P`` (Nc,).
+        ``data_moments=False`` leaves out the sums of the data alone (u u', y u', y y'),
+        which do not change between EM iterations (see :meth:`copy_data_moments`)."""
+        n = self.S_ss.shape[0]
+        G = sm.P.shape[0]
+        # active and observed are functions of the observation pattern, so per-pattern
+        # weights sum the (per-pattern) covariances over sequences
+        act_g = np.zeros((G, U.shape[1]))
+        np.add.at(act_g, group, active.astype(float))
+        obs_g = np.zeros((G, U.shape[1]))
+        np.add.at(obs_g, group, observed.astype(float))
+        # E[s_{t-1} s_{t-1}'] = x x' + Cov(s_{t-1})
+        # E[s_t s_{t-1}'] = x_t x_{t-1}' + Cov(s_t, s_{t-1})
+        x_prev = sm.x[:, :-1][active]  # (Ma, n) E[s_{t-1}]
+        x_cur = sm.x[:, 1:][active]  # (Ma, n) E[s_t]
+        U_act = U[active]  # (Ma, m)
+        self.S_zz[:n, :n] += x_prev.T @ x_prev + _weighted_cov_sum(sm.P[:, :-1], act_g)
+        xu = x_prev.T @ U_act  # (n, m)
+        self.S_zz[:n, n:] += xu
+        self.S_zz[n:, :n] += xu.T
+        if data_moments:
+            self.S_zz[n:, n:] += U_act.T @ U_act
+        self.S_sz[:, :n] += x_cur.T @ x_prev + _weighted_cov_sum(sm.P_lag[:, 1:], act_g)
+        self.S_sz[:, n:] += x_cur.T @ U_act
+        self.S_ss += x_cur.T @ x_cur + _weighted_cov_sum(sm.P[:, 1:], act_g)
+        self.n_dyn += float(len(x_cur))
+        del x_prev, x_cur, U_act
+        x_obs = sm.x[:, 1:][observed]  # (Mo, n)
+        U_obs, Y_obs = U[observed], Y[observed]  # (Mo, m), (Mo, k)
+        self.S_oo[:n, :n] += x_obs.T @ x_obs + _weighted_cov_sum(sm.P[:, 1:], obs_g)
+        xu = x_obs.T @ U_obs  # (n, m)
+        self.S_oo[:n, n:] += xu
+        self.S_oo[n:, :n] += xu.T
+        self.S_yo[:, :n] += Y_obs.T @ x_obs
+        if data_moments:
+            self.S_oo[n:, n:] += U_obs.T @ U_obs
+            self.S_yo[:, n:] += Y_obs.T @ U_obs
+            self.S_yy += Y_obs.T @ Y_obs
+        self.n_obs += float(len(x_obs))
+        self.x0[idx] = sm.x[:, 0]
+        self.P0_sum += np.einsum("g,gij->ij", np.bincount(group, minlength=G).astype(float),
+                                 sm.P[:, 0])
+
+    def copy_data_moments(self, other: EMStats) -> None:
+        """Take the sums of the data alone from ``other`` (a complete EMStats of the same
+        data): u u' over active and observed steps, y u' and y y' over observed steps."""
+        n = self.S_ss.shape[0]
+        self.S_zz[n:, n:] = other.S_zz[n:, n:]
+        self.S_oo[n:, n:] = other.S_oo[n:, n:]
+        self.S_yo[:, n:] = other.S_yo[:, n:]
+        self.S_yy[:] = other.S_yy
 
 
-def em_data(U: np.ndarray, Y: np.ndarray, observed: np.ndarray, active: np.ndarray,
-            group: np.ndarray, G: int) -> EMData:
-    U_act, U_obs, Y_obs = U[active], U[observed], Y[observed]
-    # active and observed are functions of the observation pattern, so per-pattern
-    # weights sum the (per-pattern) covariances over sequences
-    act_g = np.zeros((G, U.shape[1]))
-    np.add.at(act_g, group, active.astype(float))
-    obs_g = np.zeros((G, U.shape[1]))
-    np.add.at(obs_g, group, observed.astype(float))
-    return EMData(active, observed, U_act, U_act.T @ U_act, U_obs, U_obs.T @ U_obs, Y_obs,
-                  Y_obs.T @ U_obs, Y_obs.T @ Y_obs, act_g, obs_g,
-                  np.bincount(group, minlength=G).astype(float))
-
-
-def em_m_step(d: EMData, sm: SmootherResult, prior: Prior) -> LDSParams:
-    """Closed-form M-step from smoothed moments (Shumway & Stoffer 1982; Ghahramani &
+def em_m_step(st: EMStats, prior: Prior) -> LDSParams:
+    """Closed-form M-step from the smoothed moments (Shumway & Stoffer 1982; Ghahramani &
     Hinton 1996), with the ridge and floors of ``prior``.
 
-    ``d.active`` (N, T) marks the steps that enter the dynamics statistics: the steps up
-    to each sequence's last observation (later states are unconstrained by data and
-    marginalise out of the likelihood, so leaving them out is still exact EM). With
-    z_t = [s_{t-1}; u_t], o_t = [s_t; u_t] and E[.] the smoothed moments::
+    The active steps (see :class:`EMStats`) are the steps up to each sequence's last
+    observation (later states are unconstrained by data and marginalise out of the
+    likelihood, so leaving them out is still exact EM). With z_t = [s_{t-1}; u_t],
+    o_t = [s_t; u_t] and E[.] the smoothed moments::
 
         [A B] = E[s_t z_t'] (E[z_t z_t'] + lam I)^-1      summed over active steps
         Q     = (E[s_t s_t'] - [A B] E[z_t s_t'] + psi_Q) / #active
@@ -424,35 +610,14 @@ def em_m_step(d: EMData, sm: SmootherResult, prior: Prior) -> LDSParams:
         R     = (y_t y_t' - [C D] E[o_t y_t'] + psi_R) / #observed
         mu0   = mean_i E[s_0],   P0 = (sum_i Cov(s_0) + (E s_0 - mu0)(E s_0 - mu0)' + psi_0) / N
     """
-    N, T1, n = sm.x.shape
-    x_prev = sm.x[:, :-1][d.active]  # (Ma, n) E[s_{t-1}]
-    x_cur = sm.x[:, 1:][d.active]  # (Ma, n) E[s_t]
-    # -- dynamics: regress s_t on z_t = [s_{t-1}; u_t] over active steps -------------------
-    # E[s_{t-1} s_{t-1}'] = x x' + Cov(s_{t-1}),  E[s_t s_{t-1}'] = x_t x_{t-1}' + Cov(s_t, s_{t-1})
-    S_zz = np.block([
-        [x_prev.T @ x_prev + _weighted_cov_sum(sm.P[:, :-1], d.act_g), x_prev.T @ d.U_act],
-        [d.U_act.T @ x_prev, d.UU_act]])
-    S_sz = np.hstack([x_cur.T @ x_prev + _weighted_cov_sum(sm.P_lag[:, 1:], d.act_g),
-                      x_cur.T @ d.U_act])
-    S_ss = x_cur.T @ x_cur + _weighted_cov_sum(sm.P[:, 1:], d.act_g)
-    n_dyn = float(len(x_cur))
-    W = _ridge_solve(S_sz, S_zz, prior.lam_dyn)  # (n, n + m)
-    Q = _sym(S_ss - W @ S_sz.T + prior.psi_Q) / n_dyn
-
-    # -- observations: regress y_t on o_t = [s_t; u_t] over observed steps ---------------
-    x_obs = sm.x[:, 1:][d.observed]  # (Mo, n)
-    S_oo = np.block([
-        [x_obs.T @ x_obs + _weighted_cov_sum(sm.P[:, 1:], d.obs_g), x_obs.T @ d.U_obs],
-        [d.U_obs.T @ x_obs, d.UU_obs]])
-    S_yo = np.hstack([d.Y_obs.T @ x_obs, d.YU_obs])
-    H = _ridge_solve(S_yo, S_oo, prior.lam_obs)  # (k, n + m)
-    R = _sym(d.YY_obs - H @ S_yo.T + prior.psi_R) / float(len(x_obs))
-
-    # -- initial state --------------------------------------------------------------------
-    x0 = sm.x[:, 0]  # (N, n)
-    mu0 = x0.mean(axis=0)
-    d0 = x0 - mu0
-    P0 = _sym(np.einsum("g,gij->ij", d.counts, sm.P[:, 0]) + d0.T @ d0 + prior.psi_0) / N
+    N, n = st.x0.shape
+    W = _ridge_solve(st.S_sz, st.S_zz, prior.lam_dyn)  # (n, n + m)
+    Q = _sym(st.S_ss - W @ st.S_sz.T + prior.psi_Q) / st.n_dyn
+    H = _ridge_solve(st.S_yo, st.S_oo, prior.lam_obs)  # (k, n + m)
+    R = _sym(st.S_yy - H @ st.S_yo.T + prior.psi_R) / st.n_obs
+    mu0 = st.x0.mean(axis=0)
+    d0 = st.x0 - mu0
+    P0 = _sym(st.P0_sum + d0.T @ d0 + prior.psi_0) / N
     return LDSParams(W[:, :n], W[:, n:], H[:, :n], H[:, n:], Q, R, mu0, P0)
 
 
@@ -461,14 +626,6 @@ def _one_hot(ids: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((*ids.shape, size))
     np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
     return out
-
-
-def _lstsq_fit(target: np.ndarray, regressors: np.ndarray, lam: float
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge fit target ~ W regressors on rows: (M, a), (M, b) -> W (a, b), residual cov (a, a)."""
-    W = _ridge_solve(target.T @ regressors, regressors.T @ regressors, lam)
-    res = target - regressors @ W.T
-    return W, res.T @ res / max(len(res), 1)
 
 
 def _state_decay(A: np.ndarray, T: int) -> dict[str, list]:
@@ -546,6 +703,15 @@ class LDSModel(SeqModel):
     ``max_iter`` iterations). ``backend="filterpy"`` runs the E-step with filterpy,
     sequence by sequence (same results, much slower).
 
+    Memory: the E-step, the initialisation, the validation log-likelihood and ``predict``
+    run over chunks of sequences (:func:`plan_chunks`), building each chunk's float64
+    inputs and observations (one-hot codes included) and its filtered and smoothed
+    means when it is processed and adding its share to EM's sums (:class:`EMStats`), so
+    their memory is bounded by the chunk, not by N. ``chunk_size`` is the number of
+    sequences per chunk; None (the default) fits a chunk's arrays in about
+    ``CHUNK_BYTES`` (256 MiB). The results do not depend on it beyond floating-point
+    summation order.
+
     ``curve_`` holds one entry per EM iteration (step 0 = the initialisation):
     ``train_loglik`` and ``train_objective`` (log-likelihood, and plus the log prior,
     per observed step, in the units of the data: standardisation is undone) and
@@ -558,13 +724,14 @@ class LDSModel(SeqModel):
 
     def __init__(self, n_states: int = 16, max_iter: int = 30, tol: float = 1e-4,
                  backend: str = "batched", init: str = "auto", reg: float = 1e-5,
-                 random_state: int | None = None) -> None:
+                 chunk_size: int | None = None, random_state: int | None = None) -> None:
         self.n_states = n_states
         self.max_iter = max_iter
         self.tol = tol
         self.backend = backend
         self.init = init
         self.reg = reg
+        self.chunk_size = chunk_size
         self.random_state = random_state
 
     # -- validation ----------------------------------------------------------------------
@@ -587,6 +754,7 @@ class LDSModel(SeqModel):
         need(self.init in INITS, "init", f"one of {', '.join(INITS)}")
         need(is_num(self.reg) and self.reg >= 0 and np.isfinite(self.reg), "reg",
              "a finite number >= 0")
+        need(_valid_chunk_size(self.chunk_size), "chunk_size", "None or an int >= 1")
 
     # -- data mapping --------------------------------------------------------------------
     def _inputs(self, X: np.ndarray) -> np.ndarray:
@@ -596,7 +764,10 @@ class LDSModel(SeqModel):
         if self.forecasting_:
             return ones
         if self.input_kind_ == "tokens":
-            return np.concatenate([_one_hot(X, self.input_size_), ones], axis=2)
+            U = np.zeros((N, T, self.input_size_ + 1))  # one-hot code, then the constant
+            np.put_along_axis(U, X[..., None], 1.0, axis=-1)
+            U[..., -1] = 1.0
+            return U
         return np.concatenate([(X - self.u_mean_) / self.u_scale_, ones], axis=2)
 
     def _coded(self, values: np.ndarray, kind: str, size: int) -> np.ndarray:
@@ -604,14 +775,6 @@ class LDSModel(SeqModel):
         if kind == "tokens" or kind == "classes":
             return _one_hot(values, size)[..., : size - 1]
         return (values - self.y_mean_) / self.y_scale_
-
-    def _observations(self, data: SeqData) -> tuple[np.ndarray, np.ndarray]:
-        """y_t (N, T, k) and the observed steps (N, T)."""
-        if self.forecasting_:
-            Y = self._coded(data.X, data.input_kind, data.input_size)
-            return Y, np.ones(data.X.shape[:2], dtype=bool)
-        Y = self._coded(data.Y, data.target_kind, data.target_size)
-        return np.where(data.mask[..., None], Y, 0.0), data.mask
 
     def _prepare(self, data: SeqData) -> None:
         """Decide the mapping and the standardisation from the training data."""
@@ -646,10 +809,11 @@ class LDSModel(SeqModel):
             self.y_scale_ = _safe_scale(flat.std(axis=0))
 
     # -- initialisation ------------------------------------------------------------------
-    def _initial_params(self, U: np.ndarray, Y: np.ndarray, observed: np.ndarray,
-                        rng: np.random.Generator) -> LDSParams:
-        N, T, m = U.shape
-        k = Y.shape[2]
+    def _initial_params(self, streams, chunks: list[np.ndarray], N: int, T: int, m: int,
+                        k: int, rng: np.random.Generator) -> tuple[LDSParams, np.ndarray]:
+        """The initial parameters and the variance of the observations (k,), computed over
+        the chunks of ``streams`` (two passes, four for ``"pca"``: sums, then centred
+        sums, so the result equals the one-pass formulas up to summation order)."""
         n = self.n_states
         init = self.init
         if init == "auto":
@@ -659,47 +823,102 @@ class LDSModel(SeqModel):
             tau = np.geomspace(1.5, max(T, 2.0), n)
             A = np.diag(1.0 - 1.0 / tau)  # decays a_i, time constants tau_i
             B = rng.normal(size=(n, m)) * np.sqrt(1.0 - np.diag(A) ** 2)[:, None]
-            S = np.empty((N, T + 1, n))
-            S[:, 0] = 0.0
-            for t in range(1, T + 1):
-                S[:, t] = S[:, t - 1] @ A.T + U[:, t - 1] @ B.T  # s_t = A s_{t-1} + B u_t
-            Q = np.eye(n) * 0.1 * max(float(S[:, 1:].var()), 1e-6)
+
+            def states(U: np.ndarray, Y: np.ndarray) -> np.ndarray:
+                S = np.empty((len(U), T + 1, n))  # (Nc, T+1, n)
+                S[:, 0] = 0.0
+                for t in range(1, T + 1):
+                    S[:, t] = S[:, t - 1] @ A.T + U[:, t - 1] @ B.T  # s_t = A s_{t-1} + B u_t
+                return S
         else:
-            v = Y if self.forecasting_ else U[..., :-1]  # the stream to embed, (N, T, d)
-            d = v.shape[2]
+            d = k if self.forecasting_ else m - 1  # the stream to embed: y, or u without the 1
             h = int(np.ceil(n / max(d, 1))) if self.forecasting_ else max(2, int(np.ceil(n / d)))
-            lags = [np.concatenate([np.zeros((N, j, d)), v[:, : T - j]], axis=1) for j in range(h)]
-            E = np.concatenate(lags, axis=2).reshape(N * T, h * d)  # delay embedding
-            E = E - E.mean(axis=0)
-            _, evecs = np.linalg.eigh(E.T @ E / len(E))  # ascending eigenvalues
+
+            def embedding(U: np.ndarray, Y: np.ndarray) -> np.ndarray:
+                v = Y if self.forecasting_ else U[..., :-1]  # (Nc, T, d)
+                Nc = len(v)
+                lags = [np.concatenate([np.zeros((Nc, j, d)), v[:, : T - j]], axis=1)
+                        for j in range(h)]
+                return np.concatenate(lags, axis=2).reshape(Nc * T, h * d)  # delay embedding
+
+            E_sum = np.zeros(h * d)
+            for idx in chunks:
+                E_sum += embedding(*streams(idx)[:2]).sum(axis=0)
+            E_mean = E_sum / (N * T)
+            EE = np.zeros((h * d, h * d))
+            for idx in chunks:
+                E = embedding(*streams(idx)[:2]) - E_mean
+                EE += E.T @ E
+            _, evecs = np.linalg.eigh(EE / (N * T))  # ascending eigenvalues
             V = evecs[:, ::-1][:, :n]  # top principal directions, (h d, <= n)
             if V.shape[1] < n:  # fewer directions than states: pad with small random ones
                 V = np.hstack([V, 1e-3 * rng.normal(size=(V.shape[0], n - V.shape[1]))])
-            S = np.zeros((N, T + 1, n))
-            S[:, 1:] = (E @ V).reshape(N, T, n)
-            S[:, 0] = S[:, 1]
-            Z = np.concatenate([S[:, :-1], U], axis=2).reshape(N * T, n + m)
-            W, Qres = _lstsq_fit(S[:, 1:].reshape(N * T, n), Z, lam)
+
+            def states(U: np.ndarray, Y: np.ndarray) -> np.ndarray:
+                Nc = len(U)
+                S = np.zeros((Nc, T + 1, n))  # (Nc, T+1, n)
+                S[:, 1:] = ((embedding(U, Y) - E_mean) @ V).reshape(Nc, T, n)
+                S[:, 0] = S[:, 1]
+                return S
+
+            S_zz, S_sz = np.zeros((n + m, n + m)), np.zeros((n, n + m))
+            for idx in chunks:
+                U, Y, _ = streams(idx)
+                S = states(U, Y)
+                Z = np.concatenate([S[:, :-1], U], axis=2).reshape(-1, n + m)  # [s_{t-1}, u_t]
+                S_zz += Z.T @ Z
+                S_sz += S[:, 1:].reshape(-1, n).T @ Z
+            W = _ridge_solve(S_sz, S_zz, lam)  # least squares of s_t on [s_{t-1}, u_t]
             A, B = W[:, :n], W[:, n:]
+        # C, D: least squares of y_t on o_t = [s_t, u_t] at the observed steps; the state
+        # and observation means for their variances
+        S_oo, S_yo = np.zeros((n + m, n + m)), np.zeros((k, n + m))
+        s_sum, y_sum, n_o = 0.0, np.zeros(k), 0
+        s1 = np.empty((N, n))
+        for idx in chunks:
+            U, Y, observed = streams(idx)
+            S = states(U, Y)
+            O = np.concatenate([S[:, 1:], U], axis=2)[observed]  # (Mo, n + m)
+            S_oo += O.T @ O
+            S_yo += Y[observed].T @ O
+            s_sum += float(S[:, 1:].sum())
+            y_sum += Y[observed].sum(axis=0)
+            n_o += len(O)
+            s1[idx] = S[:, 1]
+        H = _ridge_solve(S_yo, S_oo, lam)  # (k, n + m)
+        s_mean, y_mean = s_sum / (N * T * n), y_sum / max(n_o, 1)
+        # residual covariances and centred second moments
+        ss_s, ss_y, RR, QQ = 0.0, np.zeros(k), np.zeros((k, k)), np.zeros((n, n))
+        for idx in chunks:
+            U, Y, observed = streams(idx)
+            S = states(U, Y)
+            ss_s += float(((S[:, 1:] - s_mean) ** 2).sum())
+            Y_obs = Y[observed]
+            ss_y += ((Y_obs - y_mean) ** 2).sum(axis=0)
+            res = Y_obs - np.concatenate([S[:, 1:], U], axis=2)[observed] @ H.T
+            RR += res.T @ res
+            if init != "random":
+                Z = np.concatenate([S[:, :-1], U], axis=2).reshape(-1, n + m)
+                res = S[:, 1:].reshape(-1, n) - Z @ W.T
+                QQ += res.T @ res
+        var_s = max(ss_s / (N * T * n), 1e-6)  # the states' variance (all components)
+        if init == "random":
+            Q = np.eye(n) * 0.1 * var_s
+        else:
             # keep the initial dynamics stable
             rho = max(abs(np.linalg.eigvals(A))) if n else 0.0
             if rho >= 0.99:
                 A = A * (0.99 / rho)
-            Q = _sym(Qres) + np.eye(n) * 0.1 * max(float(S[:, 1:].var()), 1e-6)
-        o = observed.reshape(-1)
-        O = np.concatenate([S[:, 1:], U], axis=2).reshape(N * T, n + m)[o]
-        H, Rres = _lstsq_fit(Y.reshape(N * T, k)[o], O, lam)
-        var_y = Y.reshape(N * T, k)[o].var(axis=0)
-        R = _sym(Rres) + np.diag(0.1 * np.maximum(var_y, 1e-6))
-        s1 = S[:, 1]
+            Q = _sym(QQ / max(N * T, 1)) + np.eye(n) * 0.1 * var_s
+        var_y = ss_y / n_o if n_o else np.full(k, np.nan)
+        R = _sym(RR / max(n_o, 1)) + np.diag(0.1 * np.maximum(var_y, 1e-6))
         spread = np.cov(s1.T).reshape(n, n) if N > 1 else np.zeros((n, n))  # one sequence: none
-        P0 = spread + np.eye(n) * 0.1 * max(float(S[:, 1:].var()), 1e-6)
-        return LDSParams(A, B, H[:, :n], H[:, n:], Q, R, np.zeros(n), _sym(P0))
+        P0 = spread + np.eye(n) * 0.1 * var_s
+        return LDSParams(A, B, H[:, :n], H[:, n:], Q, R, np.zeros(n), _sym(P0)), var_y
 
-    def _prior(self, N: int, observed: np.ndarray, active: np.ndarray, Y: np.ndarray) -> Prior:
+    def _prior(self, N: int, n_dyn: float, n_obs: float, var_y: np.ndarray) -> Prior:
         n, r = self.n_states, float(self.reg)
-        n_dyn, n_obs = float(active.sum()), float(observed.sum())
-        var_y = Y[observed].var(axis=0) if n_obs > 1 else np.ones(Y.shape[2])
+        var_y = var_y if n_obs > 1 else np.ones(len(var_y))
         return Prior(
             lam_dyn=r * n_dyn, lam_obs=r * n_obs,
             psi_Q=r * n_dyn * np.eye(n),
@@ -707,43 +926,98 @@ class LDSModel(SeqModel):
             psi_0=r * N * np.eye(n),
         )
 
+    # -- chunks --------------------------------------------------------------------------
+    def _streams(self, X: np.ndarray, Y: np.ndarray | None = None, mask: np.ndarray | None = None):
+        """streams(idx) -> (U, Y, observed) of sequences idx, built on demand (the one-hot
+        and standardised copies exist for one chunk at a time). Without ``Y`` (prediction)
+        non-forecasting targets are unobserved."""
+        def streams(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            Xc = X[idx]
+            U = self._inputs(Xc)
+            if self.forecasting_:
+                Yc = self._coded(Xc, self.input_kind_, self.input_size_)
+                return U, Yc, np.ones(Xc.shape[:2], dtype=bool)
+            if Y is None:
+                k = self.target_size_ - (self.target_kind_ == "classes")
+                return U, np.zeros((*Xc.shape[:2], k)), np.zeros(Xc.shape[:2], dtype=bool)
+            Yc = self._coded(Y[idx], self.target_kind_, self.target_size_)
+            return U, np.where(mask[idx, :, None], Yc, 0.0), mask[idx]
+        return streams
+
+    def _dims(self) -> tuple[int, int]:
+        """m (inputs, the constant included) and k (observation dimensions)."""
+        if self.forecasting_:
+            kind, size = self.input_kind_, self.input_size_
+            return 1, size - (kind == "tokens")
+        kind, size = self.target_kind_, self.target_size_
+        return self.input_size_ + 1, size - (kind == "classes")
+
+    def _chunks(self, group: np.ndarray, T: int) -> list[np.ndarray]:
+        m, k = self._dims()
+        seq_bytes, pattern_bytes = engine_bytes(self.n_states, m, k, T)
+        if self.backend == "filterpy":  # covariances per sequence
+            group = np.arange(len(group))
+        return plan_chunks(group, seq_bytes, pattern_bytes, self.chunk_size)
+
     # -- fitting -------------------------------------------------------------------------
     @single_blas_thread
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         self._check_params()
         self._prepare(data)
         rng = np.random.default_rng(seed_of(self.random_state))
-        U = self._inputs(data.X)  # (N, T, m)
-        Y, observed = self._observations(data)  # (N, T, k), (N, T)
-        N, T = observed.shape
+        N, T = data.X.shape[:2]
+        m, k = self._dims()
+        observed = np.ones((N, T), dtype=bool) if self.forecasting_ else data.mask  # (N, T)
+        streams = self._streams(data.X, data.Y, data.mask)
         # steps up to each sequence's last observation (later ones leave the likelihood alone)
         last = np.where(observed.any(axis=1), T - 1 - np.argmax(observed[:, ::-1], axis=1), -1)
         active = np.arange(T)[None, :] <= last[:, None]  # (N, T)
+        patterns, group = observation_patterns(observed)
+        chunks = self._chunks(group, T)
         if valid is not None:
-            Uv = self._inputs(valid.X)
-            Yv, obs_v = self._observations(valid)
-        prior = self._prior(N, observed, active, Y)
+            streams_v = self._streams(valid.X, valid.Y, valid.mask)
+            obs_v = (np.ones(valid.X.shape[:2], dtype=bool) if self.forecasting_
+                     else valid.mask)
+            patterns_v, group_v = observation_patterns(obs_v)
+            chunks_v = self._chunks(group_v, valid.X.shape[1])
+        if len(chunks) == 1:  # one chunk: build its streams once, as they fit the budget
+            cached = streams(chunks[0])
+            streams = lambda idx: cached  # noqa: E731
         n_obs = float(observed.sum())
-        params = self._initial_params(U, Y, observed, rng)
+        params, var_y = self._initial_params(streams, chunks, N, T, m, k, rng)
+        prior = self._prior(N, float(active.sum()), n_obs, var_y)
 
         # standardised real observations: log p(y) = log p(y_std) - sum_d log scale_d per step
         jac = -float(np.log(self.y_scale_).sum()) if self.y_scale_ is not None else 0.0
-        groups = observation_patterns(observed)
-        stats = None
         curve: list[dict[str, Any]] = []
         converged = False
         prev = None
+        first: EMStats | None = None  # the first iteration's sums, for the data moments
         for it in range(self.max_iter + 1):
-            f, sm = e_step(params, U, Y, observed, self.backend, groups)
-            loglik = float(f.loglik.sum()) + jac * n_obs
+            # E-step chunk by chunk: the log-likelihood, and the M-step's sums unless this
+            # is the last iteration
+            stats = EMStats.zeros(N, self.n_states, m, k) if it < self.max_iter else None
+            loglik = 0.0
+            for idx, (U, Y, obs), f, sm in engine_chunks(params, streams, chunks, group,
+                                                         patterns, backend=self.backend):
+                loglik += float(f.loglik.sum())
+                if stats is not None:
+                    stats.add(idx, U, Y, obs, active[idx], sm, f.group, first is None)
+            if stats is not None:
+                if first is None:
+                    first = stats
+                else:
+                    stats.copy_data_moments(first)
+            loglik += jac * n_obs
             objective = loglik + prior.log_prior(params)
             if not np.isfinite(objective):
                 raise DivergedError(f"EM log-likelihood became {objective} at iteration {it}")
             point = {"step": it, "train_loglik": loglik / n_obs,
                      "train_objective": objective / n_obs}
             if valid is not None:
-                fv = kalman_filter(params, Uv, Yv, obs_v)
-                point["valid_loglik"] = float(fv.loglik.sum()) / max(float(obs_v.sum()), 1.0) + jac
+                ll_v = sum(float(f.loglik.sum()) for _, _, f, _ in engine_chunks(
+                    params, streams_v, chunks_v, group_v, patterns_v, smooth=False))
+                point["valid_loglik"] = ll_v / max(float(obs_v.sum()), 1.0) + jac
             curve.append(point)
             if prev is not None and self.tol > 0 and objective - prev < self.tol * abs(prev):
                 converged = True
@@ -751,9 +1025,7 @@ class LDSModel(SeqModel):
             if it == self.max_iter:
                 break
             prev = objective
-            if stats is None:  # the data's moments, grouped as the backend groups sequences
-                stats = em_data(U, Y, observed, active, f.group, sm.P.shape[0])
-            params = em_m_step(stats, sm, prior)
+            params = em_m_step(stats, prior)
         self.params_ = params
         self.curve_ = curve
         self.n_iter_ = len(curve) - 1
@@ -761,27 +1033,29 @@ class LDSModel(SeqModel):
         self.loglik_ = loglik
 
     # -- prediction ----------------------------------------------------------------------
-    def _predicted_observations(self, X: np.ndarray) -> np.ndarray:
-        """The predicted (coded) observation at every step: (N, T, k)."""
-        p = self.params_
-        U = self._inputs(X)
-        N, T = X.shape[:2]
-        k = p.C.shape[0]
-        if self.forecasting_:
-            Y = self._coded(X, self.input_kind_, self.input_size_)
-            f = kalman_filter(p, U, Y, np.ones((N, T), dtype=bool))
-            s_next = f.x_filt[:, 1:] @ p.A.T + U @ p.B.T  # s_{t+1|t} = A s_{t|t} + B u
-            return s_next @ p.C.T + U @ p.D.T  # y_{t+1|t} = C s_{t+1|t} + D u
-        f = kalman_filter(p, U, np.zeros((N, T, k)), np.zeros((N, T), dtype=bool))
-        return f.x_filt[:, 1:] @ p.C.T + U @ p.D.T  # y_t = C s_{t|t} + D u_t
-
     @single_blas_thread
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        Yhat = self._predicted_observations(X)
-        if self.target_kind_ == "real":
-            return Yhat * self.y_scale_ + self.y_mean_
-        full = np.concatenate([Yhat, 1.0 - Yhat.sum(axis=-1, keepdims=True)], axis=-1)
-        return full[..., : self.target_size_].argmax(axis=-1)
+        """Chunk by chunk: the predicted (coded) observation at every step (see the class
+        docstring), un-standardised or turned into a class."""
+        p = self.params_
+        N, T = X.shape[:2]
+        observed = np.full((1, T), self.forecasting_)  # the one observation pattern
+        group = np.zeros(N, dtype=np.intp)
+        out = (np.empty((N, T, self.target_size_)) if self.target_kind_ == "real"
+               else np.empty((N, T), dtype=np.intp))
+        for idx, (U, _, _), f, _ in engine_chunks(p, self._streams(X), self._chunks(group, T),
+                                                  group, observed, smooth=False):
+            if self.forecasting_:
+                s_next = f.x_filt[:, 1:] @ p.A.T + U @ p.B.T  # s_{t+1|t} = A s_{t|t} + B u
+                Yhat = s_next @ p.C.T + U @ p.D.T  # y_{t+1|t} = C s_{t+1|t} + D u
+            else:
+                Yhat = f.x_filt[:, 1:] @ p.C.T + U @ p.D.T  # y_t = C s_{t|t} + D u_t
+            if self.target_kind_ == "real":
+                out[idx] = Yhat * self.y_scale_ + self.y_mean_
+            else:
+                full = np.concatenate([Yhat, 1.0 - Yhat.sum(axis=-1, keepdims=True)], axis=-1)
+                out[idx] = full[..., : self.target_size_].argmax(axis=-1)
+        return out
 
     # -- reporting -----------------------------------------------------------------------
     def n_parameters(self) -> int:
@@ -797,6 +1071,10 @@ class LDSModel(SeqModel):
 
 def _safe_scale(std: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-12, std, 1.0)
+
+
+def _valid_chunk_size(v) -> bool:
+    return v is None or (isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1)
 
 
 # =====================================================================================
@@ -822,6 +1100,8 @@ class StructuralModel(SeqModel):
     quantity itself, say) the filtered level C s_{t|t}; for forecasting data
     (Y[t] = X[t+1]) the one-step-ahead prediction C A s_{t|t}. Real inputs and real
     targets of the same size D only; ``valid`` and the targets are not used in fitting.
+    The filter runs over chunks of sequences, ``chunk_size`` at a time (None: as many as
+    fit in about ``CHUNK_BYTES``; see :func:`plan_chunks`).
     """
 
     _tags = {"input_kinds": ("real",), "target_kinds": ("real",), "predict_proba": False,
@@ -832,10 +1112,12 @@ class StructuralModel(SeqModel):
     A: ClassVar[np.ndarray]
     C: ClassVar[np.ndarray]
 
-    def __init__(self, max_iter: int = 200, tol: float = 1e-10, diffuse: float = 1e6) -> None:
+    def __init__(self, max_iter: int = 200, tol: float = 1e-10, diffuse: float = 1e6,
+                 chunk_size: int | None = None) -> None:
         self.max_iter = max_iter
         self.tol = tol
         self.diffuse = diffuse
+        self.chunk_size = chunk_size
 
     # -- model structure (subclasses) ------------------------------------------------------
     def _Q(self, var: np.ndarray) -> np.ndarray:
@@ -863,6 +1145,7 @@ class StructuralModel(SeqModel):
             ("tol", isinstance(self.tol, int | float) and self.tol >= 0, "a number >= 0"),
             ("diffuse", isinstance(self.diffuse, int | float) and 1.0 <= self.diffuse <= 1e10,
              "a number in [1, 1e10]"),
+            ("chunk_size", _valid_chunk_size(self.chunk_size), "None or an int >= 1"),
         ):
             if not ok:
                 raise SeqbenchError(f"{type(self).__name__} parameter {name!r}: expected "
@@ -876,8 +1159,21 @@ class StructuralModel(SeqModel):
         p = self.params_of(np.asarray(var, float), scale)
         N, T = y.shape
         n = self.A.shape[0]
-        f = kalman_filter(p, np.zeros((N, T, 0)), y[..., None], np.ones((N, T), dtype=bool))
-        return float(f.loglik_steps[:, n:].sum()) - 0.5 * LOG_2PI * N * n
+        total = sum(float(f.loglik_steps[:, n:].sum()) for f in self._filter_series(p, y))
+        return total - 0.5 * LOG_2PI * N * n
+
+    def _filter_series(self, p: LDSParams, y: np.ndarray):
+        """Filter results of series y (N, T), chunk by chunk, in order of the sequences."""
+        N, T = y.shape
+        group = np.zeros(N, dtype=np.intp)  # one pattern: every step observed
+
+        def streams(idx):
+            return np.zeros((len(idx), T, 0)), y[idx, :, None], np.ones((len(idx), T), bool)
+
+        chunks = plan_chunks(group, *engine_bytes(self.A.shape[0], 0, 1, T), self.chunk_size)
+        for _, _, f, _ in engine_chunks(p, streams, chunks, group, np.ones((1, T), bool),
+                                        smooth=False):
+            yield f
 
     def _fit_series(self, y: np.ndarray) -> np.ndarray:
         from scipy.optimize import minimize
@@ -934,12 +1230,13 @@ class StructuralModel(SeqModel):
         out = np.empty((N, T, Dx))
         for d in range(Dx):
             p = self.params_of(self.sigma2_[d], self.scale_[d])
-            f = kalman_filter(p, np.zeros((N, T, 0)), X[:, :, d, None],
-                              np.ones((N, T), dtype=bool))
-            s = f.x_filt[:, 1:]  # s_{t|t}, (N, T, n)
-            if self.forecasting_:
-                s = s @ p.A.T  # s_{t+1|t} = A s_{t|t}
-            out[:, :, d] = (s @ p.C.T)[..., 0]  # C s
+            start = 0  # chunks come in order of the sequences (one pattern)
+            for f in self._filter_series(p, X[:, :, d]):
+                s = f.x_filt[:, 1:]  # s_{t|t}, (Nc, T, n)
+                if self.forecasting_:
+                    s = s @ p.A.T  # s_{t+1|t} = A s_{t|t}
+                out[start:start + len(s), :, d] = (s @ p.C.T)[..., 0]  # C s
+                start += len(s)
         return out
 
     def n_parameters(self) -> int:
