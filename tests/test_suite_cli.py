@@ -194,3 +194,25 @@ def test_registry_errors_list_what_is_accepted():
         registry.make_model("lstm", hiden=3)
     with pytest.raises(SeqbenchError, match="expected int like the default 64, got list"):
         registry.make_model("lstm", hidden_size=[3])
+
+
+def test_a_model_without_probabilities_is_skipped_on_a_cross_entropy_task():
+    from seqbench.runner import run_job
+
+    suite = parse_suite("""
+[data]
+n_train = 20
+n_valid = 5
+n_test = 10
+[[task]]
+name = "copy-memory"
+blanks = 5
+[[model]]
+name = "lds"
+[[model]]
+name = "chance"
+""", "ce.toml")
+    lds, chance = (run_job(job) for job in suite.jobs())
+    assert lds["status"] == "skipped"
+    assert lds["error"] == "LDSModel offers no predict_proba, which the task's metric needs"
+    assert chance["status"] == "ok" and chance["metric"] == "cross_entropy"

@@ -70,8 +70,6 @@ class SeqModel(BaseEstimator):
         that needs class probabilities when ``needs_proba``), or ``None``."""
         tags = self.tags()
         name = type(self).__name__
-        if needs_proba and data.target_kind == "classes" and not tags["predict_proba"]:
-            return f"{name} offers no predict_proba, which the task's metric needs"
         if data.input_kind not in tags["input_kinds"]:
             return f"{name} takes {' or '.join(tags['input_kinds'])} inputs, not {data.input_kind}"
         if data.target_kind not in tags["target_kinds"]:
@@ -81,6 +79,8 @@ class SeqModel(BaseEstimator):
             return f"{name} does not handle the {shape} shape"
         if tags["forecasting_only"] and not data.forecasting:
             return f"{name} only handles forecasting tasks (Y[t] = X[t+1])"
+        if needs_proba and data.target_kind == "classes" and not tags["predict_proba"]:
+            return f"{name} offers no predict_proba, which the task's metric needs"
         return None
 
     # -- public API --------------------------------------------------------------------
