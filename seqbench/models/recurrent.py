@@ -522,6 +522,27 @@ class _nullcontext:
         return False
 
 
+def _set_second_gate_bias(net, hidden_size: int, value: float) -> None:
+    """Start the second gate of torch's layout (the LSTM's forget gate f in i, f, g, o; the
+    GRU's update gate z in r, z, n; rows H..2H) at bias ``value``: every layer's input-side
+    bias b_i* is set to it and the recurrent-side b_h* zeroed, so the two sum to it."""
+    import torch
+
+    H = hidden_size
+    with torch.no_grad():
+        for name, p in net.core.named_parameters():
+            if name.startswith("bias_ih"):
+                p[H:2 * H].fill_(value)
+            elif name.startswith("bias_hh"):
+                p[H:2 * H].zero_()
+
+
+def _need_real(model, name: str) -> None:
+    if not _is_real(getattr(model, name)):
+        raise SeqbenchError(f"{type(model).__name__} parameter {name!r}: expected a float, "
+                            f"got {getattr(model, name)!r}")
+
+
 class LSTMModel(RecurrentModel):
     """LSTM (Hochreiter & Schmidhuber 1997) in torch's fused ``nn.LSTM``.
 
@@ -548,21 +569,11 @@ class LSTMModel(RecurrentModel):
         self.forget_bias = forget_bias
 
     def _init_weights(self, net) -> None:
-        import torch
-
-        H = self.hidden_size
-        with torch.no_grad():
-            for name, p in net.core.named_parameters():
-                if name.startswith("bias_ih"):  # gate order in torch: i, f, g, o
-                    p[H:2 * H].fill_(self.forget_bias)
-                elif name.startswith("bias_hh"):
-                    p[H:2 * H].zero_()
+        _set_second_gate_bias(net, self.hidden_size, self.forget_bias)  # i, f, g, o: f
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not _is_real(self.forget_bias):
-            raise SeqbenchError(f"LSTMModel parameter 'forget_bias': expected a float, "
-                                f"got {self.forget_bias!r}")
+        _need_real(self, "forget_bias")
 
 
 class GRUModel(RecurrentModel):
@@ -594,23 +605,12 @@ class GRUModel(RecurrentModel):
         self.update_bias = update_bias
 
     def _init_weights(self, net) -> None:
-        import torch
-
-        if self.update_bias == 0:
-            return
-        H = self.hidden_size
-        with torch.no_grad():
-            for name, p in net.core.named_parameters():
-                if name.startswith("bias_ih"):  # gate order in torch: r, z, n
-                    p[H:2 * H].fill_(self.update_bias)
-                elif name.startswith("bias_hh"):
-                    p[H:2 * H].zero_()
+        if self.update_bias != 0:
+            _set_second_gate_bias(net, self.hidden_size, self.update_bias)  # r, z, n: z
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not _is_real(self.update_bias):
-            raise SeqbenchError(f"GRUModel parameter 'update_bias': expected a float, "
-                                f"got {self.update_bias!r}")
+        _need_real(self, "update_bias")
 
 
 class RNNModel(RecurrentModel):
