@@ -22,7 +22,7 @@ def _cmd_run(args) -> int:
     from .suite import load_suite
 
     suite = load_suite(args.suite)       # validate everything before touching the store
-    suite.jobs()
+    hashes = {job["hash"] for job in suite.jobs()}
     executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads,
                              gpu_slots=args.gpu_slots)
     if args.timeout is not None and not args.timeout > 0:
@@ -37,7 +37,6 @@ def _cmd_run(args) -> int:
                             retry_failed=args.retry_failed, log=None if args.quiet else print,
                             timeout=args.timeout, progress=progress, stack=args.stack)
         df = store.frame(suite.name)
-    hashes = {j["hash"] for j in suite.jobs()}
     df = df[df["hash"].isin(hashes)]
     print()
     print(render_table(summary_table(df)))

@@ -104,10 +104,16 @@ class TaskSpec:
 
     def normalise(self, score: float) -> float:
         """Map ``score`` so that chance is 0 and the oracle (or a perfect score) is 1."""
-        span = self.best - self.chance
-        if span == 0 or not np.isfinite(score):
-            return float("nan")
-        return float((score - self.chance) / span)
+        return normalised_score(score, self.chance, self.best)
+
+
+def normalised_score(score: float | None, chance: float, best: float) -> float:
+    """``(score - chance) / (best - chance)``: 0 = chance, 1 = the best reference score
+    (NaN when the score is missing or not finite, or best equals chance)."""
+    span = best - chance
+    if span == 0 or score is None or not np.isfinite(score):
+        return float("nan")
+    return float((score - chance) / span)
 
 
 def _check_choice(field_name: str, value: Any, accepted: tuple[str, ...]) -> None:

@@ -6,17 +6,20 @@ intervals over seeds, normalised scores and ranks (:func:`cell_stats`), the memo
 horizon (:func:`memory_horizons`), the Friedman test with the Nemenyi post-hoc over task
 settings (:func:`friedman_nemenyi`) and the comparison of two result sets
 (:func:`compare`). Plots live in :mod:`seqbench.plots`, the HTML page in
-:mod:`seqbench.html`, writing everything in :func:`write_report`.
+:mod:`seqbench.htmlreport`, writing everything in :func:`write_report`.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .data import normalised_score
 from .errors import SeqbenchError
 
 
@@ -128,20 +131,19 @@ def _best_of(row) -> float:
     oracle = row.get("oracle")
     if oracle is not None and np.isfinite(oracle):
         return float(oracle)
-    try:  # the task's own spec knows its perfect score
+    return _spec_best(row["task"], json.dumps(row["task_params"] or {}, sort_keys=True),
+                      bool(row.get("higher_is_better")))
+
+
+@functools.cache
+def _spec_best(task: str, params_json: str, higher_is_better: bool) -> float:
+    """The task's own perfect score (one spec per task setting, however many rows)."""
+    try:
         from . import registry
 
-        return registry.tasks.get(row["task"])(**(row["task_params"] or {})).spec().best
+        return registry.tasks.get(task)(**json.loads(params_json)).spec().best
     except Exception:  # noqa: BLE001 - a task no longer installed: the metric's convention
-        return 1.0 if row.get("higher_is_better") else 0.0
-
-
-def normalise(score: float, chance: float, best: float) -> float:
-    """``(score - chance) / (best - chance)``: 0 = chance, 1 = oracle or perfect."""
-    span = best - chance
-    if span == 0 or score is None or not np.isfinite(score):
-        return float("nan")
-    return float((score - chance) / span)
+        return 1.0 if higher_is_better else 0.0
 
 
 def _fmt_ci(mean: float, half: float, digits: int = 3) -> str:
@@ -400,7 +402,7 @@ def lag_points(df: pd.DataFrame) -> pd.DataFrame:
                 rows.append({"family": f"{r['setting']} (per {col})", "dep": col,
                              "model_name": r["model_name"], "seed": r["seed"],
                              "lag": float(key), "score": float(score),
-                             "normalised": normalise(float(score), r["chance"], best),
+                             "normalised": normalised_score(float(score), r["chance"], best),
                              "chance": r["chance"], "best": best, "metric": r["metric"],
                              "higher_is_better": bool(r["higher_is_better"])})
             break

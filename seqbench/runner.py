@@ -215,7 +215,6 @@ def score_job(model, task, test, record: dict[str, Any]) -> None:
     """Score a fitted model on the test split into ``record`` (status ``ok``)."""
     result = evaluate(model, task, test)
     record.update({k: result[k] for k in ("score", "normalised", "metrics", "slices")})
-    record["oracle"] = result["oracle"]
     record["curve"] = model.training_curve()
     record["diagnostics"] = model.diagnostics(test)
     record["n_params"] = model.n_parameters()

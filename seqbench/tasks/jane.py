@@ -141,11 +141,11 @@ class JaneRecall(Task):
         )
 
     def _filler(
-        self, lag: int, n_distractors: int, others: list[int], rng
+        self, lag: int, n_distractors: int, others: list[int], tok: dict[str, int], rng
     ) -> tuple[list[int], int]:
         """Exactly ``lag`` tokens of filler sentences, up to ``n_distractors`` of them about
-        other names; returns the tokens and the number of distractor sentences placed."""
-        tok = {w: i for i, w in enumerate(self.vocab)}
+        other names; returns the tokens and the number of distractor sentences placed.
+        ``tok`` maps words to token ids."""
         filler_ids = [tok[w] for w in FILLER[: self.n_filler]]
         templates = [["smiled", "."], ["waved", "."], ["left", "."]]
         sentences: list[list[int]] = []
@@ -186,7 +186,7 @@ class JaneRecall(Task):
             lag = self.lag if self.lag_max is None else int(
                 rng.integers(self.lag, self.lag_max + 1))
             others = [name0 + j for j in range(self.n_names) if j not in people]
-            filler, n_d = self._filler(lag, self.distractors, others, rng)
+            filler, n_d = self._filler(lag, self.distractors, others, tok, rng)
             if self.query == "first":
                 s_idx = 0
             else:
