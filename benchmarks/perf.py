@@ -732,7 +732,9 @@ def gpu_stacked_rows(device: str, quick: bool, sizes=(16, 64)):
     n_alone = 4
 
     def lstm(seed, max_steps=steps):
-        m = LSTMModel(random_state=seed, **{**params, "max_steps": max_steps})
+        # seeds and same-shape configurations: four learning rates among the members
+        m = LSTMModel(random_state=seed, **{**params, "max_steps": max_steps,
+                                            "lr": 0.01 * (1 + seed % 4) / 2})
         m.grad_decay_max_k = 0  # the gradient-decay diagnostic off on both sides
         return m
 
@@ -754,7 +756,8 @@ def gpu_stacked_rows(device: str, quick: bool, sizes=(16, 64)):
         speed = per_alone / per
         target = ">= 3.5" if M == 64 else "ref 1.7 (H200)" if M == 16 else "report"
         rows.append(row(f"gpu-stacked {M}", speed, target, speed >= 3.5 if M == 64 else None,
-                        f"LSTM hidden 64, batch 256, adding T={T}, {steps} steps, whole fit "
+                        f"LSTM hidden 64, batch 256, adding T={T}, {steps} steps, members "
+                        f"differ in seed and lr (4 values), whole fit "
                         f"(data to the device, training, one evaluation; the gradient-decay "
                         f"diagnostic off on both sides): one after another "
                         f"{per_alone:.2f} ms per job-step, stacked {per:.3f} ms per "

@@ -180,9 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="per-job time limit, overriding the suite's [budget] timeout")
     r.add_argument("--stack", type=int, default=1, metavar="K",
-                   help="train up to K seeds of one LSTM configuration together as one "
-                   "stacked module in one worker (one row per seed still; a stack's time "
-                   "limit is the per-job limit x its seeds; default 1: off)")
+                   help="train up to K LSTM jobs of one shape (seeds of one configuration, "
+                   "or configurations differing only in lr, weight_decay, clip_norm, "
+                   "patience, max_steps, max_epochs, forget_bias) together as one stacked "
+                   "module in one worker (one row per job still; a stack's time limit is "
+                   "the per-job limit x its jobs; default 1: off)")
     r.add_argument("--force", action="store_true", help="rerun every job, even finished ones")
     r.add_argument("--retry-failed", action="store_true",
                    help="rerun jobs stored as failed, timeout or diverged")

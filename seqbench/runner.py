@@ -441,9 +441,11 @@ def run_suite(
     (a rich progress bar) or ``"none"``; ``log=None`` silences everything. Records are
     written to ``store`` by this function only, one transaction each, as they arrive.
 
-    ``stack`` > 1 groups the jobs to run that differ only in their seed (and the model's
-    ``random_state``) and whose model can be trained stacked (LSTM), up to ``stack`` per
-    group, into stack jobs, each trained as one module by one worker
+    ``stack`` > 1 groups the jobs to run that differ only in their seed and the model
+    parameters a stack member may keep (``random_state``, ``lr``, ``weight_decay``, ...;
+    :data:`seqbench.models.stacked.PER_MEMBER`) and whose model can be trained stacked
+    (LSTM), up to ``stack`` per group, into stack jobs, each trained as one module by one
+    worker
     (:mod:`seqbench.stacking`); the store still gets one row per job.
     """
     jobs = suite.jobs()

@@ -1,11 +1,16 @@
-"""Stack jobs: the seeds of one LSTM configuration trained together by one worker.
+"""Stack jobs: LSTM jobs of one shape trained together by one worker.
 
 ``seqbench run --stack K`` (:func:`seqbench.runner.run_suite` with ``stack=K``) groups
-the jobs still to run that differ only in their ``seed`` (and the model's
-``random_state``): the same task, task version and parameters, data budget, time limit,
-model and model parameters, where the model is an :class:`~seqbench.models.recurrent.
-LSTMModel` without ``tbptt``. Each group is cut, in suite order, into stack jobs of up to
-K members; a group of one stays a plain job, as do the jobs of every other model.
+the jobs still to run that differ only in their ``seed`` and in the model parameters
+that a stack lets each member keep (:data:`seqbench.models.stacked.PER_MEMBER`:
+``random_state``, ``lr``, ``weight_decay``, ``clip_norm``, ``patience``, ``max_steps``,
+``max_epochs``, ``forget_bias``): the same task, task version and parameters, data
+budget, time limit, model and other model parameters (sizes, optimiser, batch size,
+``eval_every``, precision, device), where the model is an
+:class:`~seqbench.models.recurrent.LSTMModel` without ``tbptt``. So the seeds of one
+configuration stack, and so do the points of a learning-rate (or weight-decay, ...)
+sweep. Each group is cut, in suite order, into stack jobs of up to K members; a group
+of one stays a plain job, as do the jobs of every other model.
 
 A stack job is a job dict (the first member's fields, so executors route it as they would
 that member: a GPU slot when there is one, a CPU worker otherwise) with
@@ -66,8 +71,10 @@ def stackable(job: dict[str, Any]) -> bool:
 
 def stack_key(job: dict[str, Any]) -> str:
     """What members of one stack share: everything that defines the job but its seed and
-    the model's ``random_state``."""
-    params = {k: v for k, v in job["model_params"].items() if k != "random_state"}
+    the model parameters of :data:`~seqbench.models.stacked.PER_MEMBER`."""
+    from .models.stacked import PER_MEMBER
+
+    params = {k: v for k, v in job["model_params"].items() if k not in PER_MEMBER}
     return json.dumps([job["task"], job["task_version"], job["task_params"], job["data"],
                        job["model"], job["model_version"], params, job.get("timeout")],
                       sort_keys=True, default=str)

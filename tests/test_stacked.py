@@ -103,6 +103,49 @@ def test_training_curves_and_weights_equal_single_models(kind, seed):
         assert b.grad_decay_init_["norm"] == pytest.approx(a.grad_decay_init_["norm"])
 
 
+# members that differ in every per-member parameter: learning rate, weight decay,
+# clipping (active, looser, none), forget-gate bias, patience and step budget
+CONFIGS = [
+    {"random_state": 3, "lr": 0.05, "weight_decay": 0.0, "clip_norm": 0.02,
+     "forget_bias": 1.0, "patience": 100, "max_steps": 16},
+    {"random_state": 3, "lr": 0.5, "weight_decay": 0.01, "clip_norm": None,
+     "forget_bias": 0.0, "patience": 1, "max_steps": 16},
+    {"random_state": 4, "lr": 0.2, "weight_decay": 0.001, "clip_norm": 0.5,
+     "forget_bias": 2.0, "patience": 100, "max_steps": 7, "max_epochs": 2},
+]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_same_shape_configurations_equal_single_models(optimizer, seed):
+    """A stack of different configurations of one shape: each member trains as its own
+    configuration alone (curves, stopping step, weights), including one that stops on its
+    patience and one whose budget (max_epochs) ends first."""
+    base = {"hidden_size": 8, "batch_size": 16, "eval_every": 2, "device": "cpu",
+            "optimizer": optimizer}
+    models = [LSTMModel(**base, **c) for c in CONFIGS]
+    train = [_data(seed + i, "tokens") for i in (0, 0, 1)]  # members 0, 1: the same data
+    valid = [_data(seed + 100 + i, "tokens", N=20) for i in range(3)]
+    alone = [LSTMModel(**base, **c).fit(d, v) for c, d, v in zip(CONFIGS, train, valid)]
+    together = fit_stacked(models, train, valid)
+    assert alone[2].n_steps_ == 6  # max_epochs 2 x 3 steps per epoch (48 rows / 16)
+    assert alone[1].n_steps_ < 16, "member 1 must stop on its patience for this test"
+    for i, (a, b) in enumerate(zip(alone, together)):
+        assert isinstance(b, LSTMModel)
+        assert (b.n_steps_, b.best_step_) == (a.n_steps_, a.best_step_), f"member {i}"
+        assert [p["step"] for p in b.curve_] == [p["step"] for p in a.curve_]
+        for pa, pb in zip(a.curve_, b.curve_):
+            assert pb["train_loss"] == pytest.approx(pa["train_loss"], rel=1e-5)
+            assert pb["valid_loss"] == pytest.approx(pa["valid_loss"], rel=1e-5)
+        sa, sb = a.net_.state_dict(), b.net_.state_dict()
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], rtol=1e-4, atol=1e-5,
+                                       msg=f"member {i}: {key}")
+    # the configurations matter: members 0 and 1 start from the same recurrent weights
+    # (same seed) and see the same data, but end far apart (beyond the tolerances above)
+    w0, w1 = (m.net_.state_dict()["core.weight_hh_l0"] for m in together[:2])
+    assert (w0 - w1).abs().max() > 1e-3
+
+
 def test_early_stopping_is_per_member(seed):
     """Members stop at their own evaluation; each keeps its own best weights."""
     params = _params(max_steps=40, eval_every=2, patience=2, lr=0.05, clip_norm=None)
@@ -162,6 +205,8 @@ def test_diverged_member_is_reported_alone(seed):
 @pytest.mark.parametrize("change, message", [
     ({"hidden_size": 4}, "differs from model 0 in ['hidden_size']"),
     ({"tbptt": 3}, "differs from model 0"),
+    ({"batch_size": 8}, "differs from model 0 in ['batch_size']"),
+    ({"eval_every": 3, "optimizer": "sgd"}, "differs from model 0 in ['eval_every', 'optimizer']"),
 ])
 def test_models_must_differ_only_in_seed(change, message, seed):
     train = [_data(seed + s, "tokens") for s in SEEDS[:2]]

@@ -20,12 +20,13 @@ from seqbench.cli import main
 from seqbench.errors import SeqbenchError
 from seqbench.executors import LocalExecutor, Queues, Slot
 from seqbench.runner import InlineExecutor, run_suite
-from seqbench.stacking import _members, stack_jobs
+from seqbench.stacking import _members, stack_jobs, stack_key
 from seqbench.store import Store
 from seqbench.suite import parse_suite
 
-# 3 seeds x (chance, a small LSTM, the LSTM with truncated BPTT): 9 jobs, the 3 plain
-# LSTM jobs stackable, the others not
+# 3 seeds x (chance, a small LSTM at two learning rates, the LSTM with truncated BPTT):
+# 12 jobs, the 6 plain LSTM jobs stackable together (they differ in seed and lr only),
+# the others not
 SUITE = """
 [suite]
 name = "tiny-stack"
@@ -52,6 +53,7 @@ name = "chance"
 name = "lstm"
 hidden_size = 8
 eval_every = 5
+lr = [0.01, 0.005]
 
 [[model]]
 name = "lstm"
@@ -97,7 +99,7 @@ def reference(tmp_path_factory):
     """The suite run job by job (no stacking), inline."""
     path = tmp_path_factory.mktemp("ref") / "ref.sqlite"
     summary = run(path, InlineExecutor())
-    assert summary["ok"] == 9
+    assert summary["ok"] == 12
     return rows(path)
 
 
@@ -105,14 +107,16 @@ def reference(tmp_path_factory):
 def test_stacked_suite_matches_unstacked_one_row_per_seed(tmp_path, reference, executor):
     path = tmp_path / "s.sqlite"
     ex = InlineExecutor() if executor == "inline" else LocalExecutor(2)
-    summary = run(path, ex, stack=3)
-    assert summary["ran"] == 9 and summary["ok"] == 9
+    summary = run(path, ex, stack=6)
+    assert summary["ran"] == 12 and summary["ok"] == 12
     got = rows(path)
-    assert got.keys() == reference.keys()  # one row per seed, under the job's own hash
+    assert got.keys() == reference.keys()  # one row per job, under the job's own hash
     stacked = [h for h, r in got.items() if "stacked" in json.loads(r["provenance"])]
     assert {(got[h]["model_label"], json.loads(got[h]["provenance"])["stacked"])
-            for h in stacked} == {("lstm", 3)}
-    assert sorted(got[h]["seed"] for h in stacked) == [0, 1, 2]
+            for h in stacked} == {("lstm", 6)}
+    # one stack of both learning rates, each seed at each
+    assert sorted((got[h]["seed"], json.loads(got[h]["model_params"])["lr"])
+                  for h in stacked) == [(s, lr) for s in (0, 1, 2) for lr in (0.005, 0.01)]
     # the stack's times are split evenly among its members
     assert len({got[h]["wall_s"] for h in stacked}) == 1
     assert len({got[h]["cpu_s"] for h in stacked}) == 1
@@ -129,8 +133,8 @@ def test_stacked_suite_matches_unstacked_one_row_per_seed(tmp_path, reference, e
         else:  # lstm-tbptt, fitted alone by the same code: bit for bit
             assert (got[h]["metrics"], got[h]["curve"]) == (reference[h]["metrics"],
                                                            reference[h]["curve"])
-    again = run(path, ex, stack=3)
-    assert (again["ran"], again["already_done"]) == (0, 9)
+    again = run(path, ex, stack=6)
+    assert (again["ran"], again["already_done"]) == (0, 12)
     assert rows(path) == got
 
 
@@ -160,16 +164,30 @@ def test_grouping():
                        .replace("lag = [3]", "lag = [3, 5]"), "t.toml").jobs()
     jobs = [{**j, "timeout": 10.0} for j in jobs]
     assert stack_jobs(jobs, 1) == jobs
-    units = stack_jobs(jobs, 2)
+    units = stack_jobs(jobs, 3)
     stacks = [u for u in units if "stack" in u]
     plain = [u for u in units if "stack" not in u]
-    # per lag, seeds 0-4 of the plain LSTM: stacks {0, 1}, {2, 3}; seed 4 alone
-    assert [[m["seed"] for m in s["stack"]] for s in stacks] == [[0, 1], [2, 3]] * 2
+    # per lag, the plain LSTM's 10 jobs (seeds 0-4 at lr 0.01, then at 0.005) in suite
+    # order, cut into stacks of 3; the last one alone
+    per_lag = [[(0, .01), (1, .01), (2, .01)], [(3, .01), (4, .01), (0, .005)],
+               [(1, .005), (2, .005), (3, .005)]]
+    assert [[(m["seed"], m["model_params"]["lr"]) for m in s["stack"]]
+            for s in stacks] == per_lag * 2
     assert all(len({m["task_params"]["lag"] for m in s["stack"]}) == 1 for s in stacks)
-    assert all(s["timeout"] == 20.0 and s["model_label"] == "lstm" for s in stacks)
-    assert sorted((j["model_label"], j["seed"]) for j in plain if j["model_label"] == "lstm") \
-        == [("lstm", 4)] * 2
+    assert all(s["timeout"] == 30.0 and s["model_label"] == "lstm" for s in stacks)
+    assert sorted((j["model_label"], j["seed"], j["model_params"]["lr"]) for j in plain
+                  if j["model_label"] == "lstm") == [("lstm", 4, 0.005)] * 2
     assert sum(j["model_label"] != "lstm" for j in plain) == 20  # chance, tbptt: unstacked
+    # what may differ within a stack, and what may not
+    lstm = next(j for j in jobs if j["model_label"] == "lstm")
+    for param, value in (("lr", 0.5), ("weight_decay", 0.1), ("clip_norm", None),
+                         ("patience", 3), ("max_steps", 7), ("forget_bias", 0.0)):
+        other = {**lstm, "model_params": {**lstm["model_params"], param: value}}
+        assert stack_key(other) == stack_key(lstm), param
+    for param, value in (("hidden_size", 16), ("batch_size", 8), ("eval_every", 7),
+                         ("optimizer", "sgd"), ("precision", "bf16")):
+        other = {**lstm, "model_params": {**lstm["model_params"], param: value}}
+        assert stack_key(other) != stack_key(lstm), param
     members = [m["hash"] for s in stacks for m in s["stack"]] + [j["hash"] for j in plain]
     assert sorted(members) == sorted(j["hash"] for j in jobs)  # each job exactly once
     for k in (0, -1, 1.5, True):
@@ -183,8 +201,9 @@ def test_a_gpu_slot_pins_every_member_to_its_device():
     jobs = parse_suite(SUITE.replace('device = "cpu"', ""), "t.toml").jobs()
     units = stack_jobs(jobs, 3)
     q = Queues.of(units, n_gpus=1)
-    # the stack and the three tbptt LSTMs are GPU jobs; chance runs on CPU workers
-    assert ["stack" in j for j in q.gpu] == [True, False, False, False]
+    # the two stacks (3 seeds at each lr) and the three tbptt LSTMs are GPU jobs; chance
+    # runs on CPU workers
+    assert ["stack" in j for j in q.gpu] == [True, True, False, False, False]
     assert [j["model_label"] for j in q.cpu] == ["chance"] * 3
     taken = q.take(Slot("gpu", 0))
     members = _members(taken)
@@ -203,8 +222,8 @@ def test_cli_stack_option(tmp_path, capsys):
     assert main(["run", str(suite), "--store", str(store), "--executor", "inline",
                  "--stack", "3"]) == 0
     out = capsys.readouterr().out
-    assert "9 to run (inline); 3 of them in 1 stack\n" in out
-    assert len(rows(store)) == 9
+    assert "12 to run (inline); 6 of them in 2 stacks\n" in out
+    assert len(rows(store)) == 12
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     assert "--stack K" in capsys.readouterr().out

@@ -2,14 +2,17 @@
 
 Small recurrent jobs leave a large GPU idle: a step's time is kernel-launch latency,
 not arithmetic. Stacking turns M such jobs (the seeds of one configuration, or
-configurations that differ only in ``random_state``) into one job whose weights carry a
-leading model dimension M, advanced step by step with batched matrix products
-(``torch.baddbmm``), so each kernel does M models' work. On CUDA the whole train step
-(forward, backward, per-member clipping, Adam) is captured once in a CUDA graph and
-replayed, so a step costs a handful of launches whatever T is.
+configurations of one shape that differ in the parameters of :data:`PER_MEMBER`: seed,
+learning rate, weight decay, clipping threshold, patience, step budget, forget-gate
+bias) into one job whose weights carry a leading model dimension M, advanced step by
+step with batched matrix products (``torch.baddbmm``), so each kernel does M models'
+work. On CUDA the whole train step (forward, backward, per-member clipping, the
+optimiser) is captured once in a CUDA graph and replayed, so a step costs a handful of
+launches whatever T is.
 
 Equivalence with training alone. Member m computes what ``LSTMModel`` with the same
-parameters and ``random_state`` computes when fitted alone on its own data:
+parameters (its own ``random_state``, ``lr``, ...) computes when fitted alone on its own
+data:
 
 * its initial weights are those of the single model (built by the same code under the
   same seed, then copied into the stack);
@@ -17,14 +20,16 @@ parameters and ``random_state`` computes when fitted alone on its own data:
 * its loss is the mean over the scored positions of its batch (the head is applied at
   every position and unscored positions are multiplied by 0, so no step depends on
   host-side counts: the same value as gathering the scored positions);
-* its gradient norm is clipped on its own (``clip_norm``, torch's
+* its gradient norm is clipped on its own, at its own ``clip_norm`` (torch's
   ``clip_grad_norm_`` formula: ``g <- g * min(1, c / (||g|| + 1e-6))`` with ``||g||``
-  over that member's parameters only);
-* Adam and SGD are elementwise, so one optimiser over the stacked parameters is the
-  per-member optimiser;
-* evaluation cadence, best-weights checkpointing, early stopping (``patience``) and
-  the learning curve are per member; a member that stops early is still computed (its
-  later updates are discarded: its best weights were saved).
+  over that member's parameters only; no clipping where ``clip_norm`` is None);
+* Adam and SGD are elementwise, so one optimiser over the stacked parameters, with a
+  learning rate and a weight decay per member (:class:`MemberOptimizer`, torch's
+  ``Adam``/``SGD`` update rules), is the per-member optimiser;
+* evaluation, best-weights checkpointing, early stopping (its own ``patience``), its
+  own step budget (``max_steps``, ``max_epochs``) and the learning curve are per
+  member; a member that has stopped is still computed (its later updates are
+  discarded: its best weights were saved).
 
 The losses and gradients agree with the single models to float32 rounding (the sums
 run in another order than in the fused ``nn.LSTM``), which ``tests/test_stacked.py``
@@ -34,8 +39,11 @@ different hardware would.
 
 Scope: LSTM (``LSTMModel`` and subclasses) with any ``num_layers``, token or real
 inputs, class or real targets, fp32 or bf16 autocast; not ``tbptt`` (a truncated
-gradient would need a host-side chunk plan per member). :func:`fit_stacked` returns
-one fitted ``LSTMModel`` per member, ready to predict and store as its own row.
+gradient would need a host-side chunk plan per member). The members must agree in
+every parameter outside :data:`PER_MEMBER` (sizes, optimiser, batch size,
+``eval_every``, precision, device): those fix the module's shapes and the batch plan.
+:func:`fit_stacked` returns one fitted ``LSTMModel`` per member, ready to predict and
+store as its own row.
 
 Memory: the members' splits are stacked into one tensor per array on the device (one
 copy per device; unscored targets zeroed), beside the caller's own ``SeqData``. On the
@@ -55,6 +63,11 @@ from ..data import SeqData
 from ..errors import DivergedError, IncompatibleError, SeqbenchError
 from .base import seed_of
 from .recurrent import LSTMModel, _build_net, _nullcontext, gradient_decay, resolve_device
+
+#: The parameters in which the members of one stack may differ (each member trains with
+#: its own value); every other parameter must be the same for all members.
+PER_MEMBER = ("random_state", "lr", "weight_decay", "clip_norm", "patience", "max_steps",
+              "max_epochs", "forget_bias")
 
 
 def _stacked_module():
@@ -197,6 +210,79 @@ def _rows(A, idx, first):
     return flat.index_select(0, (idx + first).reshape(-1)).reshape(M, idx.shape[1], *A.shape[2:])
 
 
+def shared_params(model) -> dict[str, Any]:
+    """``model``'s parameters that every member of its stack must share (all but
+    :data:`PER_MEMBER`)."""
+    return {k: v for k, v in model.get_params().items() if k not in PER_MEMBER}
+
+
+class MemberOptimizer:
+    """Adam or SGD over stacked parameters (leading dimension M), member m with learning
+    rate ``lr[m]`` and weight decay ``weight_decay[m]``: torch's ``Adam`` (defaults
+    betas (0.9, 0.999), eps 1e-8, no amsgrad) and ``SGD`` (no momentum) update rules,
+    elementwise, so member m's slice moves as its own optimiser would move it alone.
+
+    Everything stays on the device (the step count too), so :meth:`step` can be captured
+    in a CUDA graph.
+
+    Adam, with g = grad + λ_m θ (L2 weight decay, as torch's ``Adam``):
+    m ← β1 m + (1-β1) g;  v ← β2 v + (1-β2) g²;
+    θ ← θ - (lr_m / (1-β1^t)) · m / (sqrt(v) / sqrt(1-β2^t) + eps).
+    SGD: θ ← θ - lr_m (grad + λ_m θ).
+    """
+
+    def __init__(self, params, kind: str, lr, weight_decay, betas=(0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        import torch
+
+        self.params = list(params)
+        device = self.params[0].device
+        self.kind = kind
+        self.M = self.params[0].shape[0]
+        # per-member scalars in float64 (torch's optimisers hold them as Python floats)
+        self.lr = torch.tensor(lr, dtype=torch.float64, device=device)  # (M,)
+        self.wd = torch.tensor(weight_decay, dtype=torch.float32, device=device)  # (M,)
+        self.any_wd = any(w != 0 for w in weight_decay)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        if kind == "adam":
+            self.t = torch.zeros((), dtype=torch.float64, device=device)
+            self.exp_avg = [torch.zeros_like(p) for p in self.params]
+            self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def _per(self, x, p):
+        """A per-member (M,) vector shaped to broadcast over ``p`` (M, ...)."""
+        return x.to(p.dtype).view(self.M, *([1] * (p.dim() - 1)))
+
+    def step(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            if self.kind == "sgd":
+                for p in self.params:
+                    g = p.grad
+                    if self.any_wd:
+                        g = g + self._per(self.wd, p) * p  # grad + λ_m θ
+                    p.sub_(self._per(self.lr, p) * g)  # θ ← θ - lr_m g
+                return
+            b1, b2 = self.beta1, self.beta2
+            self.t.add_(1)
+            step_size = self.lr / (1 - torch.pow(b1, self.t))  # lr_m / (1 - β1^t), (M,)
+            bc2_sqrt = torch.sqrt(1 - torch.pow(b2, self.t))  # sqrt(1 - β2^t)
+            for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+                g = p.grad
+                if self.any_wd:
+                    g = g + self._per(self.wd, p) * p
+                m.lerp_(g, 1 - b1)  # m ← β1 m + (1-β1) g
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)  # v ← β2 v + (1-β2) g²
+                denom = (v.sqrt() / bc2_sqrt.to(p.dtype)).add_(self.eps)
+                p.sub_(self._per(step_size, p) * (m / denom))
+
+
 def _check(models, datas, valids, shape) -> None:
     if not models:
         raise SeqbenchError("fit_stacked: expected at least one model, got none")
@@ -206,13 +292,14 @@ def _check(models, datas, valids, shape) -> None:
     if len({type(m) for m in models}) != 1:
         raise SeqbenchError("fit_stacked: expected models of one class, got "
                             + ", ".join(sorted({type(m).__name__ for m in models})))
-    ref = {k: v for k, v in models[0].get_params().items() if k != "random_state"}
+    ref = shared_params(models[0])
     for i, m in enumerate(models):
-        p = {k: v for k, v in m.get_params().items() if k != "random_state"}
+        p = shared_params(m)
         if p != ref:
             diff = sorted(k for k in p if p[k] != ref[k])
             raise SeqbenchError(f"fit_stacked: model {i} differs from model 0 in {diff}; "
-                                "expected models that differ only in random_state")
+                                "expected models that differ only in "
+                                + ", ".join(PER_MEMBER))
         m._check_params()
     if models[0].tbptt is not None:
         raise SeqbenchError(f"fit_stacked: expected tbptt=None, got {models[0].tbptt!r}")
@@ -250,8 +337,10 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     in one stacked module; return, per member, the fitted model (the same object, with the
     fitted attributes a single ``fit`` sets) or the :class:`DivergedError` it met.
 
-    The models must be of one ``LSTMModel`` class and differ only in ``random_state``;
-    the training sets (and the validation sets) must share one shape. ``cuda_graph``:
+    The models must be of one ``LSTMModel`` class and differ only in the parameters of
+    :data:`PER_MEMBER` (each member trains with its own seed, learning rate, weight
+    decay, clipping threshold, patience, step budget and forget-gate bias); the training
+    sets (and the validation sets) must share one shape. ``cuda_graph``:
     ``"auto"`` captures the train step in a CUDA graph on a CUDA device (after ``warmup``
     eager steps, which are real training steps), ``False`` never, ``True`` requires CUDA.
     """
@@ -292,17 +381,16 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
         seeds.append(seed)
     stacked = _stacked_module()(nets).to(device)
     params = list(stacked.parameters())
-    opt_kw = {"lr": proto.lr, "weight_decay": proto.weight_decay}
-    if proto.optimizer == "adam":
-        opt = torch.optim.Adam(params, capturable=use_graph, **opt_kw)
-    else:
-        opt = torch.optim.SGD(params, **opt_kw)
+    opt = MemberOptimizer(params, proto.optimizer, [float(m.lr) for m in models],
+                          [float(m.weight_decay) for m in models])
     classes = data0.target_kind == "classes"
     X, Y, Mk = _stack_tensors(datas, device)
     V = _stack_tensors(valids, device) if valids is not None else None
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     N = X.shape[1]
-    B, steps_per_epoch, max_steps = proto._step_budget(N)
+    B, steps_per_epoch, _ = proto._step_budget(N)  # batch_size is shared: B, epochs too
+    budgets = [model._step_budget(N)[2] for model in models]  # each member's step budget
+    max_steps = max(budgets)
 
     def autocast():
         if proto.precision != "bf16":
@@ -312,7 +400,9 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     running = torch.zeros(M, device=device)
     idx = torch.zeros(M, B, dtype=torch.long, device=device)  # the batch rows (static)
     first = (torch.arange(M, device=device) * N).view(M, 1)
-    clip = proto.clip_norm
+    # each member's clipping threshold; inf (min(1, inf) = 1) where it has none
+    clips = [float("inf") if m.clip_norm is None else float(m.clip_norm) for m in models]
+    clip = None if all(c == float("inf") for c in clips) else torch.tensor(clips, device=device)
 
     def train_step() -> None:
         """One step of every member from the rows in ``idx``; no host sync."""
@@ -323,7 +413,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
         if clip is not None:
             # per-member norm over that member's parameters: ||g_m|| = sqrt(Σ_p ||g_{p,m}||²)
             sq = torch.stack([p.grad.reshape(M, -1).square().sum(1) for p in params]).sum(0)
-            coef = (clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # min(1, c / (||g_m|| + 1e-6))
+            coef = (clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)  # min(1, c_m / (||g_m|| + 1e-6))
             for p in params:
                 p.grad.mul_(coef.view(M, *([1] * (p.dim() - 1))))
         opt.step()
@@ -339,7 +429,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     done = [False] * M
     n_steps = [0] * M
     errors: list[Exception | None] = [None] * M
-    since = 0
+    since = [0] * M  # steps summed in running[m] since member m's last evaluation
     step = 0
     stacked.train()
     while step < max_steps and not all(done):
@@ -347,28 +437,29 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
         for b in range(steps_per_epoch):
             idx.copy_(perms[:, b * B:(b + 1) * B], non_blocking=True)
             if not use_graph:
-                opt.zero_grad(set_to_none=True)
+                opt.zero_grad()
                 train_step()
             elif step < warmup:  # eager warm-up steps on a side stream, as graphs need
                 side.wait_stream(torch.cuda.current_stream(device))
                 with torch.cuda.stream(side):
-                    opt.zero_grad(set_to_none=True)
+                    opt.zero_grad()
                     train_step()
                 torch.cuda.current_stream(device).wait_stream(side)
             else:
                 if graph is None:
-                    opt.zero_grad(set_to_none=True)
+                    opt.zero_grad()
                     graph = torch.cuda.CUDAGraph()
                     with torch.cuda.graph(graph):
                         train_step()
                 graph.replay()
-            since += 1
             step += 1
-            last = step >= max_steps
-            if step % proto.eval_every == 0 or last:
-                train_loss = (running / since).tolist()
-                running.zero_()
-                since = 0
+            since = [k + 1 for k in since]
+            # a member is evaluated every eval_every steps and at the end of its budget
+            due = [not done[m] and (step % proto.eval_every == 0 or step >= budgets[m])
+                   for m in range(M)]
+            if any(due):
+                sums = running.tolist()
+                running.mul_(torch.tensor([not d for d in due], device=device))  # restart due
                 valid_loss = None
                 if V is not None:
                     stacked.eval()
@@ -376,10 +467,12 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                         valid_loss = _evaluate(stacked, *V)
                     stacked.train()
                 for m in range(M):
-                    if done[m]:
+                    if not due[m]:
                         continue
-                    point = {"step": step, "train_loss": train_loss[m]}
-                    score = train_loss[m]
+                    train_loss = sums[m] / since[m]
+                    since[m] = 0
+                    point = {"step": step, "train_loss": train_loss}
+                    score = train_loss
                     if not np.isfinite(score):
                         errors[m] = DivergedError(f"training loss became {score} at step {step}")
                     elif valid_loss is not None:
@@ -397,11 +490,9 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                         best_state[m] = stacked.member_state(m)
                     else:
                         bad[m] += 1
-                    if bad[m] >= proto.patience:
+                    if bad[m] >= models[m].patience or step >= budgets[m]:
                         done[m] = True
-                if all(done):
-                    last = True
-            if last:
+            if all(done) or step >= max_steps:
                 break
     out: list[Any] = []
     for m, model in enumerate(models):
