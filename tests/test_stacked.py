@@ -13,7 +13,7 @@ import torch
 from seqbench.data import SeqData
 from seqbench.errors import DivergedError, SeqbenchError
 from seqbench.models.recurrent import LSTMModel, _build_net
-from seqbench.models.stacked import fit_stacked, member_gradients
+from seqbench.models.stacked import MemberSplits, fit_stacked, member_gradients
 
 SEEDS = [3, 4, 5]
 
@@ -227,3 +227,35 @@ def test_bad_inputs_are_rejected(seed):
         fit_stacked([LSTMModel(random_state=s, **_params(tbptt=2)) for s in (0, 1)], [a, a])
     with pytest.raises(SeqbenchError, match="cuda_graph=True needs a CUDA device"):
         fit_stacked(models, [a, a], cuda_graph=True)
+
+
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+def test_member_splits_layouts_agree_and_cpu_keeps_no_copy(kind, seed):
+    """The CPU layout (the members' own arrays, rows cast per batch) and the stacked
+    layout used on CUDA (built here on the CPU) give the same batches, bit for bit, with
+    the network's dtypes and unscored targets 0; the CPU layout shares the arrays'
+    memory (no second copy of a split)."""
+    datas = [_data(seed + s, kind) for s in SEEDS]
+    cpu = torch.device("cpu")
+    lazy, stacked = MemberSplits(datas, cpu), MemberSplits(datas, cpu, stacked=True)
+    for (X, Y, Mk), d in zip(lazy.parts, datas):
+        assert all(np.shares_memory(t.numpy(), a) for t, a in ((X, d.X), (Y, d.Y),
+                                                                (Mk, d.mask)))
+    idx = torch.stack([torch.randperm(48, generator=torch.Generator().manual_seed(s))[:16]
+                       for s in SEEDS])
+    for got, want in ((lazy.rows(idx), stacked.rows(idx)),
+                      (lazy.chunk(5, 30), stacked.chunk(5, 30))):
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+    x, y, mk = lazy.rows(idx)
+    assert x.dtype == (torch.float32 if kind == "real" else torch.int64)
+    assert y.dtype == (torch.float32 if kind == "real" else torch.int64)
+    # the rows are member m's rows idx[m], targets where scored and 0 elsewhere
+    for m, d in enumerate(datas):
+        rows = idx[m].numpy()
+        np.testing.assert_array_equal(mk[m].numpy(), d.mask[rows])
+        want_y = d.Y[rows]
+        want_y = np.where(d.mask[rows] if kind == "tokens" else d.mask[rows][..., None],
+                          want_y, 0)
+        np.testing.assert_array_equal(y[m].numpy(), want_y.astype(y.numpy().dtype))
+        np.testing.assert_array_equal(x[m].numpy(), d.X[rows].astype(x.numpy().dtype))

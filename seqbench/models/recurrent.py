@@ -21,6 +21,13 @@ the device by a sort of the mask, where boolean indexing would synchronise; the 
 is read back only at the evaluations. A NaN or infinite training or validation loss
 raises :class:`~seqbench.errors.DivergedError`.
 
+Memory: no split is held twice on one device. On the CPU, training and validation read
+the split's numpy arrays in place (tensors sharing their memory, float64 inputs left
+float64) and cast each batch (float32 inputs, long or float32 targets) after taking its
+rows, which gives the values a whole-split cast would; on a CUDA device each split is
+moved once, cast on the way in chunks of ``MOVE_CHUNK_BYTES``, and batches are taken
+there. Prediction moves and casts one slice of 1024 sequences at a time.
+
 With ``tbptt=U`` the gradient is truncated to U steps: the sequence is processed
 in chunks of U steps, the hidden state carried forward but detached between
 chunks, the chunks' gradients summed, and one optimiser step taken per batch
@@ -73,6 +80,39 @@ def _build_net(cell: str, input_kind: str, input_size: int, embed_size: int, hid
 
     return RecurrentNet(cell, input_kind, input_size, embed_size, hidden_size, num_layers,
                         target_size, nonlinearity)
+
+
+#: bytes of a numpy array moved (and cast) at once by _on_device
+MOVE_CHUNK_BYTES = 64 * 2**20
+
+
+def _on_device(a: np.ndarray, device, dtype=None):
+    """The numpy array ``a`` as one tensor of ``dtype`` (None: its own) on ``device``, filled
+    ``MOVE_CHUNK_BYTES`` of ``a`` at a time: torch makes a copy to another device with a
+    change of dtype through a temporary as large as the copy (it converts on one side
+    first), so chunks keep that temporary chunk-sized. On the CPU in ``a``'s own dtype it
+    is ``a`` itself, shared without a copy."""
+    import torch
+
+    src = torch.as_tensor(a)  # shares memory with a
+    dtype = src.dtype if dtype is None else dtype
+    if src.device == device and src.dtype == dtype:
+        return src
+    out = torch.empty(src.shape, dtype=dtype, device=device)
+    _fill(out, a)
+    return out
+
+
+def _fill(out, a: np.ndarray) -> None:
+    """Copy the numpy array ``a`` into the tensor ``out`` (same shape, any dtype and
+    device), ``MOVE_CHUNK_BYTES`` of ``a`` at a time (a cast makes chunk-sized
+    temporaries only)."""
+    import torch
+
+    src = torch.as_tensor(a)  # shares memory with a
+    rows = max(1, MOVE_CHUNK_BYTES // max(a[:1].nbytes, 1))
+    for s in range(0, len(a), rows):
+        out[s:s + rows].copy_(src[s:s + rows])
 
 
 # -- gradient decay ----------------------------------------------------------------------
@@ -291,16 +331,33 @@ class RecurrentModel(SeqModel):
             h, y = h.index_select(0, idx), y.index_select(0, idx)  # (k, H), (k[, K])
         return self._position_loss(net.head(h), y).sum()
 
-    def _tensors(self, data: SeqData, device):
+    def _tensors(self, data: SeqData, device, lazy: bool = False):
+        """A split as tensors (X, Y, M) on ``device``, never a whole second copy of it on the
+        host or on the device.
+
+        On a CUDA device: the one device copy, in the network's dtypes (see :meth:`_cast`),
+        filled chunk by chunk (:func:`_on_device`). On the CPU with ``lazy`` (what fit
+        uses): the numpy arrays themselves, shared without a copy in their own dtypes
+        (float64 inputs stay float64), each batch cast by :meth:`_cast` after its rows are
+        taken, which gives the same values as casting the whole split first. On the CPU
+        without ``lazy``: cast whole (a float32 copy of float64 inputs), for callers that
+        hand the tensors to the network directly."""
         import torch
 
-        X = torch.as_tensor(data.X, device=device)
-        if data.input_kind == "real":
-            X = X.float()
-        Y = torch.as_tensor(data.Y, device=device)
-        Y = Y.long() if data.target_kind == "classes" else Y.float()
-        M = torch.as_tensor(data.mask, device=device)
-        return X, Y, M
+        if lazy and device.type == "cpu":
+            return torch.as_tensor(data.X), torch.as_tensor(data.Y), torch.as_tensor(data.mask)
+        x_dtype = torch.float32 if data.input_kind == "real" else None
+        y_dtype = torch.long if data.target_kind == "classes" else torch.float32
+        return (_on_device(data.X, device, x_dtype), _on_device(data.Y, device, y_dtype),
+                _on_device(data.mask, device, torch.bool))
+
+    def _cast(self, x, y):
+        """One batch in the network's dtypes: float32 real inputs (token ids as they are),
+        long class ids or float32 real targets; tensors already so are returned as they
+        are (no copy)."""
+        if x.is_floating_point():
+            x = x.float()
+        return x, (y.long() if self.target_kind_ == "classes" else y.float())
 
     def _batch_loss(self, net, x, y, m, mask: np.ndarray):
         """Backpropagate the mean loss over the scored positions of one batch and return it
@@ -311,6 +368,7 @@ class RecurrentModel(SeqModel):
         the last scored chunk) or all work (after it)."""
         import torch
 
+        x, y = self._cast(x, y)  # (B, T[, D]), (B, T[, K])
         n_scored = max(int(mask.sum()), 1)
         T = x.shape[1]
         U = self.tbptt
@@ -346,9 +404,10 @@ class RecurrentModel(SeqModel):
         total = torch.zeros((), device=X.device)
         with torch.inference_mode():
             for s in range(0, X.shape[0], batch):
-                h, _ = net.hidden(X[s:s + batch])
+                x, y = self._cast(X[s:s + batch], Y[s:s + batch])
+                h, _ = net.hidden(x)
                 k = int(mask[s:s + batch].sum())
-                total += self._masked_loss(net, h, Y[s:s + batch], M[s:s + batch], k)
+                total += self._masked_loss(net, h, y, M[s:s + batch], k)
         return float(total) / max(int(mask.sum()), 1)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
@@ -374,8 +433,8 @@ class RecurrentModel(SeqModel):
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.SGD(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        X, Y, M = self._tensors(data, device)
-        V = (*self._tensors(valid, device), valid.mask) if valid is not None else None
+        X, Y, M = self._tensors(data, device, lazy=True)  # no second copy of the split
+        V = (*self._tensors(valid, device, lazy=True), valid.mask) if valid is not None else None
         N = X.shape[0]
         B, steps_per_epoch, max_steps = self._step_budget(N)
         autocast = (

@@ -45,9 +45,10 @@ every parameter outside :data:`PER_MEMBER` (sizes, optimiser, batch size,
 :func:`fit_stacked` returns one fitted ``LSTMModel`` per member, ready to predict and
 store as its own row.
 
-Memory: the members' splits are stacked into one tensor per array on the device (one
-copy per device; unscored targets zeroed), beside the caller's own ``SeqData``. On the
-CPU that is a second host copy: stacking is meant for the GPU, where it is the only one.
+Memory: no split is held twice on one device (:class:`MemberSplits`). On a CUDA
+device the members' splits are stacked into one tensor per array there, filled member by
+member in chunks (the host holds only the callers' ``SeqData``); on the CPU the loop reads
+the members' own numpy arrays in place and casts each batch.
 
 Shapes: M members, N sequences, B batch, T steps, D input size, E embedding size,
 H hidden size, K target size.
@@ -184,21 +185,79 @@ def _stacked_module():
     return StackedLSTM
 
 
-def _stack_tensors(datas: list[SeqData], device):
-    """Every member's split on the device, stacked: X (M, N, T[, D]), Y (M, N, T[, K]) with
-    unscored targets replaced by 0 (so the masked loss is finite), mask (M, N, T)."""
-    import torch
+class MemberSplits:
+    """The members' splits (one array each of X, Y, mask per member) as the training loop
+    reads them, in the network's dtypes (float32 real inputs, long class ids or float32
+    real targets) with unscored targets read as 0 (so the masked loss is finite); never a
+    whole second copy of a split on one device.
 
-    X = torch.as_tensor(np.stack([d.X for d in datas]), device=device)
-    if datas[0].input_kind == "real":
-        X = X.float()
-    mask = np.stack([d.mask for d in datas])  # (M, N, T)
-    Y = np.stack([d.Y for d in datas])
-    if datas[0].target_kind == "classes":
-        Y = torch.as_tensor(np.where(mask, Y, 0), device=device).long()
-    else:
-        Y = torch.as_tensor(np.where(mask[..., None], Y, 0.0), device=device).float()
-    return X, Y, torch.as_tensor(mask, device=device)
+    On a CUDA device: one stacked tensor per array, X (M, N, T[, D]), Y (M, N, T[, K]),
+    mask (M, N, T), filled member by member and chunk by chunk from the numpy arrays
+    (:func:`~seqbench.models.recurrent._fill`), so the host never holds a stacked copy;
+    batches are gathered on the device (:func:`_rows`, capturable). On the CPU: the
+    members' numpy arrays themselves, shared without a copy, each batch's rows taken
+    per member, then cast and stacked (the values the stacked tensor would give).
+    """
+
+    def __init__(self, datas: list[SeqData], device, stacked: bool | None = None) -> None:
+        """``stacked``: the stacked-tensor layout (None: on a CUDA device only; True on
+        the CPU gives the CUDA layout there, which the tests compare with the CPU one)."""
+        import torch
+
+        from .recurrent import _fill
+
+        self.M, self.N = len(datas), datas[0].X.shape[0]
+        self.real = datas[0].input_kind == "real"
+        self.classes = datas[0].target_kind == "classes"
+        self.parts = None
+        if not (device.type != "cpu" if stacked is None else stacked):
+            self.parts = [(torch.as_tensor(d.X), torch.as_tensor(d.Y), torch.as_tensor(d.mask))
+                          for d in datas]  # shared with the numpy arrays
+            return
+        d0 = datas[0]
+        x_dtype = torch.float32 if self.real else torch.long
+        y_dtype = torch.long if self.classes else torch.float32
+        self.X = torch.empty((self.M, *d0.X.shape), dtype=x_dtype, device=device)
+        self.Y = torch.empty((self.M, *d0.Y.shape), dtype=y_dtype, device=device)
+        self.Mk = torch.empty((self.M, *d0.mask.shape), dtype=torch.bool, device=device)
+        for m, d in enumerate(datas):
+            _fill(self.X[m], d.X)
+            _fill(self.Y[m], d.Y)
+            _fill(self.Mk[m], d.mask)
+            unscored = ~self.Mk[m] if self.classes else ~self.Mk[m].unsqueeze(-1)
+            self.Y[m].masked_fill_(unscored, 0)  # -1 ids or NaN where nothing is scored
+        # flat index of each member's row 0 (M, 1), for _rows
+        self.first = (torch.arange(self.M, device=device) * self.N).view(self.M, 1)
+
+    def _cast(self, x, y, mk):
+        """One member's rows in the network's dtypes, unscored targets 0."""
+        import torch
+
+        x = x.float() if self.real else x
+        if self.classes:
+            return x, torch.where(mk, y, 0).long(), mk
+        return x, torch.where(mk.unsqueeze(-1), y, 0.0).float(), mk
+
+    def _per_member(self, pick):
+        """(X, Y, mask) stacked over members of ``pick(m, array)`` (CPU path)."""
+        import torch
+
+        got = [self._cast(pick(m, X), pick(m, Y), pick(m, Mk))
+               for m, (X, Y, Mk) in enumerate(self.parts)]
+        return tuple(torch.stack(a) for a in zip(*got))
+
+    def rows(self, idx):
+        """Member m's rows ``idx[m]``, for every m: (M, B) -> x (M, B, T[, D]), y, mask."""
+        if self.parts is not None:
+            return self._per_member(lambda m, A: A.index_select(0, idx[m]))
+        return (_rows(self.X, idx, self.first), _rows(self.Y, idx, self.first),
+                _rows(self.Mk, idx, self.first))
+
+    def chunk(self, s: int, e: int):
+        """Sequences s..e-1 of every member: x (M, e-s, T[, D]), y, mask."""
+        if self.parts is not None:
+            return self._per_member(lambda m, A: A[s:e])
+        return self.X[:, s:e], self.Y[:, s:e], self.Mk[:, s:e]
 
 
 def _rows(A, idx, first):
@@ -384,10 +443,10 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     opt = MemberOptimizer(params, proto.optimizer, [float(m.lr) for m in models],
                           [float(m.weight_decay) for m in models])
     classes = data0.target_kind == "classes"
-    X, Y, Mk = _stack_tensors(datas, device)
-    V = _stack_tensors(valids, device) if valids is not None else None
+    splits = MemberSplits(datas, device)  # no second copy of a split on one device
+    V = MemberSplits(valids, device) if valids is not None else None
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    N = X.shape[1]
+    N = splits.N
     B, steps_per_epoch, _ = proto._step_budget(N)  # batch_size is shared: B, epochs too
     budgets = [model._step_budget(N)[2] for model in models]  # each member's step budget
     max_steps = max(budgets)
@@ -399,7 +458,6 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
 
     running = torch.zeros(M, device=device)
     idx = torch.zeros(M, B, dtype=torch.long, device=device)  # the batch rows (static)
-    first = (torch.arange(M, device=device) * N).view(M, 1)
     # each member's clipping threshold; inf (min(1, inf) = 1) where it has none
     clips = [float("inf") if m.clip_norm is None else float(m.clip_norm) for m in models]
     clip = None if all(c == float("inf") for c in clips) else torch.tensor(clips, device=device)
@@ -407,8 +465,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     def train_step() -> None:
         """One step of every member from the rows in ``idx``; no host sync."""
         with autocast():
-            loss, _ = stacked.member_losses(_rows(X, idx, first), _rows(Y, idx, first),
-                                            _rows(Mk, idx, first), classes)
+            loss, _ = stacked.member_losses(*splits.rows(idx), classes)
         loss.sum().backward()  # member m's parameters get member m's gradient only
         if clip is not None:
             # per-member norm over that member's parameters: ||g_m|| = sqrt(Σ_p ||g_{p,m}||²)
@@ -464,7 +521,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                 if V is not None:
                     stacked.eval()
                     with autocast():
-                        valid_loss = _evaluate(stacked, *V)
+                        valid_loss = _evaluate(stacked, V)
                     stacked.train()
                 for m in range(M):
                     if not due[m]:
@@ -514,20 +571,22 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     return out
 
 
-def _evaluate(stacked, X, Y, Mk, batch: int = 1024) -> list[float]:
-    """Each member's mean loss over the scored positions of its whole split."""
+def _evaluate(stacked, splits: MemberSplits, rows: int = 1024) -> list[float]:
+    """Each member's mean loss over the scored positions of its whole split, ``rows``
+    sequences at a time over all members (``rows // M`` per member: the working memory
+    of one model evaluating ``rows`` sequences, whatever M; the gate pre-activations of
+    every step are (M, B, T, 4H))."""
     import torch
 
-    total = torch.zeros(X.shape[0], device=X.device)
-    count = torch.zeros(X.shape[0], device=X.device)
-    classes = not Y.is_floating_point()
+    batch = max(1, rows // splits.M)
+    total = torch.zeros(splits.M, device=next(stacked.parameters()).device)
+    count = torch.zeros_like(total)
     with torch.inference_mode():
-        for s in range(0, X.shape[1], batch):
-            loss, n = stacked.member_losses(X[:, s:s + batch], Y[:, s:s + batch],
-                                            Mk[:, s:s + batch], classes)
-            n_true = Mk[:, s:s + batch].sum((1, 2)).float()
+        for s in range(0, splits.N, batch):
+            x, y, mk = splits.chunk(s, s + batch)
+            loss, n = stacked.member_losses(x, y, mk, splits.classes)
             total += loss * n  # loss was divided by max(n, 1)
-            count += n_true
+            count += mk.sum((1, 2)).float()
     return (total / count.clamp_min(1.0)).tolist()
 
 
@@ -552,14 +611,12 @@ def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict
             model._init_weights(net)
         nets.append(net.to(device))
     stacked = _stacked_module()(nets).to(device)
-    X, Y, Mk = _stack_tensors(datas, device)
-    N = X.shape[1]
+    splits = MemberSplits(datas, device)
+    N = splits.N
     B = min(proto.batch_size, N)
     idx = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(
         seed_of(m.random_state)))[:B] for m in models]).to(device)
-    first = (torch.arange(len(models), device=device) * N).view(-1, 1)
-    loss, _ = stacked.member_losses(_rows(X, idx, first), _rows(Y, idx, first),
-                                    _rows(Mk, idx, first), datas[0].target_kind == "classes")
+    loss, _ = stacked.member_losses(*splits.rows(idx), splits.classes)
     loss.sum().backward()
     return [{"loss": float(loss[m].detach()), **stacked.member_state(m, grad=True)}
             for m in range(len(models))]
