@@ -21,8 +21,16 @@ Delay taps (:func:`delay_taps`)
   never reaches a real step.
 
 Features are built only for the positions needed: the scored positions
-(``mask``) in fit, all positions (in chunks of sequences, to bound memory) in
-predict. Both fit and predict are vectorised over sequences and steps.
+(``mask``) in fit, all positions in predict. Both are vectorised over sequences and
+steps.
+
+Memory. The design matrix has ``p * D (+ p - 1)`` float64 columns per position (tokens:
+``p`` stored entries), about p copies of the inputs where every step is scored. Predict
+builds it for blocks of whole sequences of about ``_CHUNK_ENTRIES`` entries (16 MiB; at
+least one sequence). The AR fit for real targets sums the normal equations over blocks
+of at most that many entries (:func:`least_squares_blocks`), so its design matrix never
+exists whole; the logistic AR (class targets) and the MLP hand scikit-learn the whole
+design matrix at the scored positions, plus one standardised copy for real inputs.
 """
 
 from __future__ import annotations
@@ -37,8 +45,8 @@ from ..data import SeqData
 from ..errors import SeqbenchError
 from .base import SeqModel, seed_of
 
-#: the largest feature block (positions x features) built at once in predict
-_CHUNK_ENTRIES = 2**23
+#: the largest feature block (positions x entries) built at once: predict, AR fit (16 MiB)
+_CHUNK_ENTRIES = 2**21
 
 
 def delay_taps(
@@ -74,10 +82,13 @@ def delay_taps(
             (np.ones(int(inside.sum())), (r[inside], col[inside])), shape=(M, p * V)
         )
     D = X.shape[2]
-    taps = X[rows[:, None], src] * inside[..., None]  # (M, p, D), zero before the start
-    out = taps.reshape(M, p * D).astype(np.float64, copy=False)
-    if start_indicator and p > 1:
-        out = np.hstack([out, (~inside[:, 1:]).astype(np.float64)])  # (M, p*D + p-1)
+    extra = p - 1 if start_indicator and p > 1 else 0
+    out = np.empty((M, p * D + extra))  # filled in place, tap by tap
+    taps = out[:, :p * D].reshape(M, p, D)  # a view of out
+    for k in range(p):  # x_{t-k}, zero before the start
+        np.multiply(X[rows, src[:, k]], inside[:, k, None], out=taps[:, k])  # (M, D)
+    if extra:
+        out[:, p * D:] = ~inside[:, 1:]  # (M, p-1) before-start indicators
     return out
 
 
@@ -105,35 +116,56 @@ def _is_num(v) -> bool:
 
 
 def least_squares(F, Y: np.ndarray, alpha: float = 0.0, fit_intercept: bool = True):
-    """Least squares (ridge for ``alpha > 0``; the intercept is not penalised).
+    """Least squares of Y (M, K) on F (M, F), dense or sparse: :func:`least_squares_blocks`
+    with F and Y as one block."""
+    return least_squares_blocks(lambda: [(F, Y)], alpha, fit_intercept)
 
-    Minimises ``||Y - b - F W'||^2 + alpha ||W||^2`` over W (K, F) and b (K,).
+
+def least_squares_blocks(blocks, alpha: float = 0.0, fit_intercept: bool = True):
+    """Least squares (ridge for ``alpha > 0``; the intercept is not penalised), from blocks
+    of rows.
+
+    ``blocks()`` returns an iterable of row blocks ``(F_b, Y_b)`` of the features F
+    (M, F), dense or sparse, and the targets Y (M, K); it is called twice (sums, then
+    centred products), so F need never exist whole. Minimises
+    ``||Y - b - F W'||^2 + alpha ||W||^2`` over W (K, F) and b (K,).
     Centering removes the intercept: ``W' = argmin ||Yc - Fc W'||^2 + alpha ||W||^2``
     with ``Fc = F - mean(F)``, ``Yc = Y - mean(Y)``, then ``b = mean(Y) - W mean(F)``.
-    Solved through the normal equations ``(Fc'Fc + alpha I) W' = Fc'Yc`` (sparse
-    products for one-hot taps), by SVD-based least squares on that system, which gives
-    the minimum-norm solution where it is singular (one-hot blocks always sum to one,
-    a before-start indicator may never be set). Centering keeps the system well
+    Solved through the normal equations ``(Fc'Fc + alpha I) W' = Fc'Yc``, summed over the
+    blocks (sparse products for one-hot taps), by SVD-based least squares on that system,
+    which gives the minimum-norm solution where it is singular (one-hot blocks always sum
+    to one, a before-start indicator may never be set). Centering keeps the system well
     conditioned for agreement with statsmodels' AutoReg to about 1e-12 on sunspots; the
     normal equations keep a fit on ~30k positions x ~700 features near a second on one
-    core.
+    core. Blocks change the result only by the order of summation.
     """
-    M, n_feat = F.shape
-    Y = np.asarray(Y, dtype=np.float64)  # (M, K)
-    if fit_intercept:
-        mu = np.asarray(F.mean(axis=0)).ravel()  # (F,)
-        ybar = Y.mean(axis=0)  # (K,)
-    else:
-        mu = np.zeros(n_feat)
-        ybar = np.zeros(Y.shape[1])
-    Yc = Y - ybar  # (M, K)
-    if sparse.issparse(F):
-        G = (F.T @ F).toarray() - M * np.outer(mu, mu)  # Fc'Fc = F'F - M mu mu'
-        c = np.asarray(F.T @ Yc) - np.outer(mu, Yc.sum(axis=0))  # Fc'Yc
-    else:
-        Fc = F - mu  # (M, F)
-        G = Fc.T @ Fc  # (F, F)
-        c = Fc.T @ Yc  # (F, K)
+    M, f_sum, y_sum = 0, 0.0, 0.0
+    for F, Y in blocks():  # the means
+        M += F.shape[0]
+        f_sum = f_sum + np.asarray(F.sum(axis=0)).ravel()  # (F,)
+        y_sum = y_sum + np.asarray(Y, dtype=np.float64).sum(axis=0)  # (K,)
+        del F, Y  # before the next block is built
+    n_feat, K = len(f_sum), len(y_sum)
+    mu = f_sum / M if fit_intercept else np.zeros(n_feat)  # (F,)
+    ybar = y_sum / M if fit_intercept else np.zeros(K)  # (K,)
+    G, c, yc_sum = np.zeros((n_feat, n_feat)), np.zeros((n_feat, K)), np.zeros(K)
+    is_sparse = False
+    for F, Y in blocks():  # the centred normal equations
+        Yc = np.asarray(Y, dtype=np.float64) - ybar  # (M_b, K)
+        if sparse.issparse(F):
+            is_sparse = True
+            G += (F.T @ F).toarray()  # F'F
+            c += np.asarray(F.T @ Yc)  # F'Yc
+            yc_sum += Yc.sum(axis=0)
+        else:
+            Fc = F - mu  # (M_b, F)
+            G += Fc.T @ Fc  # Fc'Fc
+            c += Fc.T @ Yc  # Fc'Yc
+            del Fc
+        del F, Y  # before the next block is built
+    if is_sparse:  # centred without densifying F
+        G -= M * np.outer(mu, mu)  # Fc'Fc = F'F - M mu mu'
+        c -= np.outer(mu, yc_sum)  # Fc'Yc = F'Yc - mu (1'Yc)
     W = linalg.lstsq(G + alpha * np.eye(n_feat), c, lapack_driver="gelsd")[0]  # (F, K)
     b = ybar - mu @ W  # b = ybar - W mu
     return W.T, b  # (K, F), (K,)
@@ -152,16 +184,33 @@ class _DelayTapModel(SeqModel):
         return delay_taps(X, self.p, self.input_size_, rows, cols,
                           start_indicator=self.start_indicator)
 
+    def _entries(self) -> int:
+        """Stored feature entries per position: p one-hot taps (sparse), or every column."""
+        if self.input_kind_ == "tokens":
+            return self.p
+        return n_tap_features(self.p, self.input_kind_, self.input_size_, self.start_indicator)
+
     def _scored(self, data: SeqData):
         rows, cols = np.nonzero(data.mask)
         return self._features(data.X, rows, cols), data.Y[rows, cols]  # (M, F), (M,) or (M, K)
+
+    def _scored_blocks(self, data: SeqData):
+        """``blocks()`` -> the features and targets at the scored positions, blocks of at
+        most ``_CHUNK_ENTRIES`` feature entries at a time (for :func:`least_squares_blocks`)."""
+        rows, cols = np.nonzero(data.mask)  # (M,) each
+        size = max(1, _CHUNK_ENTRIES // self._entries())
+
+        def blocks():
+            for s in range(0, len(rows), size):
+                r, c = rows[s:s + size], cols[s:s + size]
+                yield self._features(data.X, r, c), data.Y[r, c]  # (M_b, F), (M_b, K)
+        return blocks
 
     def _map_steps(self, X: np.ndarray, fn, width: int) -> np.ndarray:
         """Apply ``fn`` (features (M, F) -> outputs (M, width)) at every step, in chunks of
         sequences; returns (N, T, width)."""
         N, T = X.shape[:2]
-        n_feat = n_tap_features(self.p, self.input_kind_, self.input_size_, self.start_indicator)
-        per_seq = T * (self.p if self.input_kind_ == "tokens" else n_feat)
+        per_seq = T * self._entries()
         chunk = max(1, _CHUNK_ENTRIES // max(per_seq, 1))
         out = np.empty((N, T, width))
         steps = np.arange(T)
@@ -177,7 +226,8 @@ class AutoRegressive(_DelayTapModel):
     """A linear model on the last ``p`` inputs (delay taps; tokens one-hot).
 
     * Real targets: least squares on the taps, ridge with ``alpha > 0`` (the
-      intercept is never penalised); see :func:`least_squares`. On a univariate
+      intercept is never penalised), its normal equations summed over blocks of
+      positions; see :func:`least_squares_blocks`. On a univariate
       series given as a forecasting task (``Y[t] = x_{t+1}``), scored from step
       ``p - 1`` on, this is exactly the conditional least-squares AR(p)
       ``x_{t+1} = c + sum_k phi_k x_{t+1-k} + e``. Scored positions closer to the
@@ -223,11 +273,11 @@ class AutoRegressive(_DelayTapModel):
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         self._check_params()
-        F, y = self._scored(data)  # (M, F), (M,) or (M, K)
-        if data.target_kind == "real":
-            self.coef_, self.intercept_ = least_squares(F, y, float(self.alpha),
-                                                        self.fit_intercept)
+        if data.target_kind == "real":  # the normal equations, block by block
+            self.coef_, self.intercept_ = least_squares_blocks(
+                self._scored_blocks(data), float(self.alpha), self.fit_intercept)
         else:
+            F, y = self._scored(data)  # (M, F), (M,)
             self.coef_, self.intercept_ = _fit_logistic(
                 F, y, data.target_size, C=float(self.C), max_iter=self.max_iter,
                 fit_intercept=self.fit_intercept, seed=seed_of(self.random_state),
@@ -278,7 +328,8 @@ def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, seed, standard
         m = F.mean(axis=0)
         s = F.std(axis=0)
         s[s == 0] = 1.0
-        Fz = (F - m) / s
+        Fz = F - m  # one standardised copy of F
+        Fz /= s
     else:
         Fz = F
     lr = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=fit_intercept,
@@ -360,7 +411,12 @@ class FeedForward(_DelayTapModel):
         seed_of(self.random_state)
 
     def _prepare(self, F):
-        return (F - self.x_mean_) / self.x_scale_ if self.x_mean_ is not None else F
+        """Standardised real features (F - mean) / scale, in one new array."""
+        if self.x_mean_ is None:
+            return F
+        Fz = F - self.x_mean_
+        Fz /= self.x_scale_
+        return Fz
 
     def _loss(self, F, y) -> float:
         """Mean cross-entropy (classes) or mean squared error in standardised units."""

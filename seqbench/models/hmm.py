@@ -91,6 +91,11 @@ MODES = ("auto", "generative", "readout", "supervised", "forecast")
 DECODES = ("filter", "posterior", "viterbi")
 COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
 _TINY = 1e-300
+#: bytes of hmmlearn's emission-density temporaries built at once (see _log_emissions)
+EMISSION_CHUNK_BYTES = 16 * 2**20
+#: real-input EM on more steps than this starts from k-means on a seeded sample of this
+#: many steps (see HiddenMarkov._start), not on all of them
+INIT_SAMPLE = 2**16
 
 
 # -- the forward algorithm, vectorised over sequences -------------------------------------
@@ -191,6 +196,16 @@ class HiddenMarkov(SeqModel):
     alpha : ridge penalty of the linear readout (real targets, readout mode).
     random_state : seed of the EM initialisations.
 
+    Memory: EM gets the training prefixes as one concatenated array, hmmlearn's layout:
+    a view of ``X`` when every row is kept whole, else one copy of the prefixes.
+    Gaussian EM starts as hmmlearn starts it (means from scikit-learn's ``KMeans``,
+    10 inits, covariances from the pooled covariance) on all steps when there are at most
+    ``INIT_SAMPLE`` of them; on more, that start is computed on a seeded sample of
+    ``INIT_SAMPLE`` steps (``KMeans`` copies and centres its input: two more copies of
+    the data otherwise), and EM then runs on every step. Emission densities are computed
+    for ``EMISSION_CHUNK_BYTES`` worth of rows at a time; the filtered posteriors are
+    (N, T, S) arrays.
+
     Fitted attributes: ``mode_``, ``decode_``, ``hmms_`` (one hmmlearn model, or one
     per class in generative mode, ``None`` for absent classes), ``log_prior_``
     (generative), ``train_loglik_`` (training log-likelihood of each EM-fitted
@@ -288,17 +303,25 @@ class HiddenMarkov(SeqModel):
         return hmm.GaussianHMM(covariance_type=self.covariance_type, **common)
 
     def _stack(self, X: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """Concatenate the prefixes ``X[i, :lengths[i]]`` in hmmlearn's layout:
-        (sum L, 1) ints for tokens, (sum L, D) floats for real inputs."""
-        keep = np.arange(X.shape[1])[None, :] < lengths[:, None]  # (N, T)
-        flat = X[keep]
+        """Concatenate the prefixes ``X[i, :lengths[i]]`` of the rows with ``lengths[i] > 0``,
+        in row order, in hmmlearn's layout: (sum L, 1) ints for tokens, (sum L, D) floats
+        for real inputs. When every row is kept whole this is ``X`` reshaped, without a
+        copy (for a contiguous ``X``); otherwise it is the one concatenated copy of the
+        prefixes that hmmlearn needs."""
+        N, T = X.shape[:2]
+        if (lengths == T).all():
+            flat = X.reshape(N * T, *X.shape[2:])  # a view of X
+        else:
+            flat = np.concatenate([X[i, :lengths[i]] for i in np.flatnonzero(lengths)])
         return flat[:, None] if X.ndim == 2 else flat
 
     def _fit_em(self, X: np.ndarray, lengths: np.ndarray):
-        """EM from ``n_init`` initialisations; returns (best model, its log-likelihood,
-        every restart's log-likelihood)."""
+        """EM from ``n_init`` initialisations on the prefixes ``X[i, :lengths[i]]`` (rows with
+        ``lengths[i] = 0`` left out); returns (best model, its log-likelihood, every
+        restart's log-likelihood)."""
         seed = seed_of(self.random_state)
         flat = self._stack(X, lengths)
+        lengths = lengths[lengths > 0]
         n_states = self.n_states
         if self.input_kind_ == "real":  # k-means initialisation needs a point per state
             n_states = min(n_states, len(flat))
@@ -307,6 +330,7 @@ class HiddenMarkov(SeqModel):
             model = self._new_hmm(n_states, seed + r)
             try:
                 with _quiet_hmmlearn(), np.errstate(divide="ignore", invalid="ignore"):
+                    self._start(model, flat, seed + r)
                     model.fit(flat, lengths)
                     ll = float(model.score(flat, lengths))
             except (ValueError, np.linalg.LinAlgError) as exc:  # a degenerate restart
@@ -323,12 +347,48 @@ class HiddenMarkov(SeqModel):
             )
         return best, best_ll, lls
 
+    def _start(self, model, flat: np.ndarray, seed: int) -> None:
+        """For real inputs on more than ``INIT_SAMPLE`` steps: set ``model``'s starting
+        means and covariances as hmmlearn's ``GaussianHMM`` would (``KMeans`` with 10
+        inits: the cluster centres; the pooled covariance + ``min_covar`` I, shaped to
+        ``covariance_type``), but from ``INIT_SAMPLE`` steps drawn without replacement
+        by ``seed``, and leave only the start and transition probabilities to hmmlearn's
+        own initialisation. Otherwise nothing (hmmlearn starts from all the steps)."""
+        if self.input_kind_ != "real" or len(flat) <= INIT_SAMPLE:
+            return
+        from sklearn.cluster import KMeans
+
+        rng = np.random.default_rng(seed)
+        sample = flat[np.sort(rng.choice(len(flat), INIT_SAMPLE, replace=False))]  # (n, D)
+        S, D = model.n_components, sample.shape[1]
+        model.means_ = KMeans(n_clusters=S, random_state=seed, n_init=10).fit(
+            sample).cluster_centers_  # (S, D)
+        cv = np.atleast_2d(np.cov(sample.T)) + model.min_covar * np.eye(D)  # (D, D)
+        if self.covariance_type == "full":
+            model.covars_ = np.tile(cv, (S, 1, 1))  # (S, D, D)
+        elif self.covariance_type == "tied":
+            model.covars_ = cv  # (D, D)
+        elif self.covariance_type == "diag":
+            model.covars_ = np.tile(np.diag(cv), (S, 1))  # (S, D)
+        else:  # spherical
+            model.covars_ = np.full(S, np.diag(cv).mean())  # (S,)
+        model.init_params = model.init_params.replace("m", "").replace("c", "")
+
     def _log_emissions(self, model, X: np.ndarray) -> np.ndarray:
-        """``log b_j(x_t)`` for every step of every row: (N, T, S)."""
+        """``log b_j(x_t)`` for every step of every row: (N, T, S), computed for a chunk of
+        rows at a time: hmmlearn's Gaussian densities build (steps, S, D) temporaries, which
+        for the whole of ``X`` would be S copies of it."""
         N, T = X.shape[:2]
-        flat = X.reshape(N * T, 1) if X.ndim == 2 else X.reshape(N * T, -1)
-        with np.errstate(divide="ignore"):
-            return model._compute_log_likelihood(flat).reshape(N, T, -1)
+        S = model.n_components
+        out = np.empty((N, T, S))
+        row_bytes = T * S * (X.shape[2] if X.ndim == 3 else 1) * 8  # one row's temporaries
+        rows = max(1, EMISSION_CHUNK_BYTES // row_bytes)
+        for s in range(0, N, rows):
+            chunk = X[s:s + rows]
+            flat = chunk.reshape(len(chunk) * T, -1)  # (n T, 1) tokens or (n T, D) reals
+            with np.errstate(divide="ignore"):
+                out[s:s + rows] = model._compute_log_likelihood(flat).reshape(len(chunk), T, S)
+        return out
 
     def _filter(self, model, X: np.ndarray):
         return forward_filter(model.startprob_, model.transmat_, self._log_emissions(model, X))
@@ -357,12 +417,13 @@ class HiddenMarkov(SeqModel):
         scored = data.mask.any(axis=1)
         last = np.where(scored, data.T - 1 - np.argmax(data.mask[:, ::-1], axis=1), -1)
         lengths = last + 1 if mode != "forecast" else np.minimum(last + 2, data.T)  # (N,)
-        keep = lengths > 0
-        X, lengths = data.X[keep], lengths[keep]
+        X = data.X  # EM's rows are those with lengths > 0 (see _fit_em); never copied whole
         self.train_loglik_, self.restart_logliks_ = [], []
         self.readout_coef_ = self.readout_intercept_ = None
         if mode == "generative":
             y = data.Y[data.mask]  # one label per scored sequence, in row order
+            label = np.full(data.n, -1)
+            label[scored] = y  # (N,), -1 for rows without a scored step
             K = data.target_size
             counts = np.bincount(y, minlength=K).astype(float)
             with np.errstate(divide="ignore"):
@@ -372,7 +433,7 @@ class HiddenMarkov(SeqModel):
                 if counts[c] == 0:
                     self.hmms_.append(None)
                     continue
-                model, ll, lls = self._fit_em(X[y == c], lengths[y == c])
+                model, ll, lls = self._fit_em(X, np.where(label == c, lengths, 0))
                 self.hmms_.append(model)
                 self.train_loglik_.append(ll)
                 self.restart_logliks_.append(lls)
@@ -417,22 +478,25 @@ class HiddenMarkov(SeqModel):
         else:
             model = hmm.GaussianHMM(n_components=K, covariance_type=self.covariance_type,
                                     init_params="", params="")
-            x = X[m]  # (M, D)
-            D = x.shape[1]
+            D = X.shape[2]
             floor = model.min_covar
-            mu_all = x.mean(axis=0)
-            cov_all = np.atleast_2d(np.cov(x.T, bias=True)) + floor * np.eye(D)
+
+            def pooled():  # the scored inputs' mean and covariance
+                x = X[m]  # (M, D)
+                return x.mean(axis=0), np.atleast_2d(np.cov(x.T, bias=True)) + floor * np.eye(D)
+
             means = np.empty((K, D))
             full = np.empty((K, D, D))
             n_c = np.bincount(y, minlength=K)
             for c in range(K):
-                xc = x[y == c]
-                if len(xc) == 0:  # no example: the pooled mean and covariance
-                    means[c], full[c] = mu_all, cov_all
+                if n_c[c] == 0:  # no example: the pooled mean and covariance
+                    means[c], full[c] = pooled()
                     continue
+                xc = X[m & (Y == c)]  # (M_c, D): class c's scored inputs, one class at a time
                 means[c] = xc.mean(axis=0)  # mu_c
-                d = xc - means[c]
-                full[c] = d.T @ d / len(xc) + floor * np.eye(D)  # Sigma_c + floor I
+                xc -= means[c]  # centred in place (xc is a copy)
+                full[c] = xc.T @ xc / len(xc) + floor * np.eye(D)  # Sigma_c + floor I
+                del xc  # before the next class's inputs are gathered
             model.means_ = means
             if self.covariance_type == "full":
                 model.covars_ = full
@@ -442,7 +506,7 @@ class HiddenMarkov(SeqModel):
                 model.covars_ = np.diagonal(full, axis1=1, axis2=2).mean(axis=1)
             else:  # tied: the within-class covariance pooled over classes
                 w = n_c / max(n_c.sum(), 1)
-                model.covars_ = np.einsum("k,kij->ij", w, full) if n_c.sum() else cov_all
+                model.covars_ = np.einsum("k,kij->ij", w, full)  # n_c.sum() >= 1
         model.startprob_ = _normalise_rows(start.astype(float))
         model.transmat_ = _normalise_rows(trans)
         return model
