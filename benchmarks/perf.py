@@ -29,6 +29,14 @@ Rows (``--rows``, comma-separated; default all CPU rows):
   smoke and, with ``--memory-suites smoke,longrange``, the longrange settings (one job
   per family at the task point with the longest sequences, training budgets cut to a
   few steps/iterations: the peak is reached in the first). Reported, no target.
+* ``copies`` (memory section; no job may hold more than one copy of its dataset per
+  device): per family, the peak RSS growth during ``fit`` divided by the bytes of the
+  split (X, Y, mask) on a large synthetic split of real inputs, X (10000, 100, 40)
+  float64, each family measured in a fresh interpreter by
+  :func:`seqbench.testing.dataset_copies` (configurations ``COPIES_MODELS``: tiny
+  training budgets, the LDS in chunks of 250 sequences), the last step scored; for AR
+  and the MLP also with every step scored, where the delay-tap design matrix is large.
+  Target < 1 extra copy.
 
 GPU rows (``--gpu``, or ``--rows gpu-...``; need CUDA unless ``--device cpu`` is given
 to dry-run them): ``gpu-raw`` (cuDNN LSTM/GRU/RNN and a Python-loop LSTM cell, eager
@@ -59,7 +67,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_ROWS = ("overhead", "kalman", "hmm", "parallel", "growth", "smoke", "memory")
+CPU_ROWS = ("overhead", "kalman", "hmm", "parallel", "growth", "smoke", "memory", "copies")
 GPU_ROWS = ("gpu-raw", "gpu-overhead", "gpu-slots", "gpu-stacked")
 
 
@@ -581,6 +589,45 @@ def memory_rows(suites: list[str], quick: bool):
     return rows
 
 
+COPIES_NOTES = {
+    "hmm": "; EM starts from k-means on a sample of 65,536 steps (scikit-learn's KMeans "
+           "copies and centres its input: a fixed cost, not a share of the split)",
+    "mlp synced": "; the delay-tap design matrix (p·D + p-1 columns per scored position, "
+                      "{design:.2f} splits here) is the model's representation, and its "
+                      "standard deviation and standardisation hold one more of its size",
+    "ar synced": "; the normal equations are summed over blocks of positions: the "
+                     "design matrix ({design:.2f} splits) is never built whole",
+}
+
+
+def copies_rows(quick: bool):
+    """``dataset copies <family>``: fit's extra copies of its split (see the docstring)."""
+    from seqbench.testing import COPIES_MODELS, dataset_copies
+
+    n, T, D = (500, 100, 40) if quick else (10000, 100, 40)
+    cases = [(fam, "many-to-one") for fam in COPIES_MODELS]
+    cases += [("ar", "many-to-many-synced"), ("mlp", "many-to-many-synced")]
+    rows = []
+    for fam, shape in cases:
+        name = fam if shape == "many-to-one" else f"{fam} synced"
+        try:
+            r = dataset_copies(fam, COPIES_MODELS[fam], n=n, T=T, D=D, shape=shape)
+        except Exception as exc:  # noqa: BLE001 - one family must not hide the others
+            rows.append(unavailable(f"dataset copies {name}",
+                                    f"{type(exc).__name__}: {exc}".splitlines()[0][:150]))
+            continue
+        p = COPIES_MODELS[fam].get("p", 0)
+        design = n * T * (p * D + p - 1) * 8 / r["split_bytes"]  # every step scored
+        note = COPIES_NOTES.get(name, "").format(design=design)
+        rows.append(row(f"dataset copies {name}", r["fit_copies"], "< 1 extra copy",
+                        r["fit_copies"] < 1,
+                        f"peak RSS growth in fit {r['fit_growth'] / 2**20:.0f} MiB / split "
+                        f"{r['split_bytes'] / 2**20:.0f} MiB (X {n}x{T}x{D} float64, "
+                        f"{'last step' if shape == 'many-to-one' else 'every step'} scored); "
+                        f"predict {r['predict_copies']:.2f}" + note, unit="copies"))
+    return rows
+
+
 # -- GPU ------------------------------------------------------------------------------------
 def _train_step_timer(kind: str, device: str, T: int, batch: int = 256, hidden: int = 128,
                       graph: bool = False, steps: int = 20):
@@ -786,6 +833,8 @@ def run_rows(rows: list[str], args) -> list[dict[str, Any]]:
                 got = smoke_row(args.quick)
             elif name == "memory":
                 got = memory_rows(args.memory_suites.split(","), args.quick)
+            elif name == "copies":
+                got = copies_rows(args.quick)
             elif name == "gpu-raw":
                 got = gpu_raw_rows(args.device, args.quick)
             elif name == "gpu-overhead":

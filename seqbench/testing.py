@@ -21,6 +21,11 @@ left unmodified; a fitted model that pickles and predicts the same after loading
 
 Checks run with small budgets: parameters named ``max_steps``, ``eval_every``,
 ``max_iter``, ``n_iter`` and ``n_init`` are lowered when the model has them.
+
+Memory: :func:`dataset_copies` measures, in a fresh interpreter, how much a model's fit
+and predict grow the peak RSS over the bytes of a large synthetic split (the check that
+no job holds a second copy of its dataset; ``tests/test_memory.py``, and the ``copies``
+rows of ``benchmarks/perf.py``).
 """
 
 from __future__ import annotations
@@ -244,4 +249,154 @@ def parametrize_with_checks(models: Iterable) -> Callable:
     return pytest.mark.parametrize("model, check", cases, ids=ids)
 
 
-__all__ = ["CHECKS", "SHAPES", "check_model", "make_data", "parametrize_with_checks", "quick"]
+# -- memory: copies of the dataset ----------------------------------------------------------
+#: one small configuration per family for :func:`dataset_copies` (tiny training budgets: the
+#: peak comes with the first step or iteration). The LDS's ``chunk_size`` keeps its chunk
+#: working memory (the engine's default budget is ``CHUNK_BYTES``, 256 MiB) small beside
+#: the split.
+COPIES_MODELS: dict[str, dict] = {
+    "ar": {"p": 4},
+    "mlp": {"p": 4, "hidden_sizes": [4], "max_iter": 1},
+    "lds": {"n_states": 2, "max_iter": 1, "chunk_size": 250},
+    "hmm": {"n_states": 2, "n_iter": 2, "n_init": 1},
+    "lstm": {"hidden_size": 4, "max_steps": 2, "eval_every": 2, "batch_size": 32,
+             "device": "cpu"},
+    "gru": {"hidden_size": 4, "max_steps": 2, "eval_every": 2, "batch_size": 32,
+            "device": "cpu"},
+    "rnn": {"hidden_size": 4, "max_steps": 2, "eval_every": 2, "batch_size": 32,
+            "device": "cpu"},
+}
+
+
+def copies_data(n: int, T: int, D: int, shape: str = "many-to-one", seed: int = 0) -> SeqData:
+    """A synthetic split of real inputs for :func:`dataset_copies`: X (n, T, D) float64,
+    standard normal plus 2 in alternate blocks of 20 steps (two regimes, so an HMM's
+    k-means initialisation converges in a few iterations), Y (n, T, 1) = X[..., 0] / 2 plus
+    noise, and the mask of ``shape``. X is most of the split's bytes when D is large."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, T, D))  # (N, T, D)
+    X[(np.arange(n)[:, None] + np.arange(T)[None, :] // 20) % 2 == 1] += 2.0  # regime 2
+    Y = 0.5 * X[..., :1] + 0.1 * rng.standard_normal((n, T, 1))  # (N, T, 1)
+    return SeqData(X, Y, shape_mask(shape, n, T))
+
+
+def _release_free_memory() -> None:
+    """Collect garbage and hand the allocator's free memory back to the kernel (glibc's
+    ``malloc_trim``, where there is one), so that RSS counts live memory only and memory
+    freed earlier, still resident, cannot be reused unseen by a later measurement."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmRSS in /proc/self/status")
+
+
+def peak_reset_unavailable() -> str | None:
+    """Why :func:`dataset_copies` cannot measure here (None when it can): it needs Linux's
+    ``/proc/self/clear_refs`` (to reset the peak RSS) and ``VmHWM``/``VmRSS``."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _rss_bytes()
+    except OSError as exc:
+        return f"cannot reset the kernel's peak RSS ({type(exc).__name__}: {exc})"
+    return None
+
+
+def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: int = 100,
+                   D: int = 40, shape: str = "many-to-one", seed: int = 0,
+                   predict: bool = True, timeout: float = 600) -> dict:
+    """How many copies of its split a model holds on the host while it fits and predicts.
+
+    In a fresh interpreter (so nothing of an earlier measurement remains), with one
+    BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D), fit and predict once on
+    a 16-sequence split of the same T and D (libraries loaded, caches warmed), then fit
+    ``make_model(model, **params)`` on the split and predict its X, each inside a
+    :class:`~seqbench.runner.PeakMemory` block (the kernel's high-water mark, reset at the
+    start). Growth = peak RSS in the block minus RSS just before it, taken after garbage
+    collection and glibc's ``malloc_trim`` (so freed memory still resident cannot be
+    reused unseen). Returns
+    ``{"split_bytes", "fit_growth", "predict_growth", "output_bytes", "fit_copies",
+    "predict_copies", "seconds"}`` (bytes; copies = growth / split_bytes; the prediction's
+    own output, ``output_bytes``, is part of the predict growth). Raises ``RuntimeError``
+    when the child fails or cannot reset the high-water mark (see
+    :func:`peak_reset_unavailable`).
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    spec = {"model": model, "params": params or {}, "n": n, "T": T, "D": D, "shape": shape,
+            "seed": seed, "predict": predict}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", "from seqbench.testing import _dataset_copies_child as c; c()",
+         json.dumps(spec)], capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"dataset_copies({model!r}) failed ({proc.returncode}): {tail}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.get("method") != "vmhwm":
+        raise RuntimeError(f"dataset_copies: the peak RSS could not be reset "
+                           f"(method {out.get('method')!r})")
+    return out
+
+
+def _dataset_copies_child() -> None:
+    """The child process of :func:`dataset_copies` (spec as JSON in argv[1])."""
+    import json
+    import sys
+    import time
+
+    from . import registry
+    from .runner import PeakMemory
+
+    spec = json.loads(sys.argv[1])
+    make = lambda: registry.make_model(spec["model"], **spec["params"])  # noqa: E731
+    if make().tags()["uses_torch"]:
+        import torch
+
+        torch.set_num_threads(1)
+    small = copies_data(16, spec["T"], spec["D"], spec["shape"], spec["seed"] + 1)
+    make().fit(small).predict(small.X)  # imports, one-time initialisation
+    data = copies_data(spec["n"], spec["T"], spec["D"], spec["shape"], spec["seed"])
+    del small
+    model = make()
+    out = {"split_bytes": data.nbytes(), "predict_growth": None, "output_bytes": None}
+    t0 = time.perf_counter()
+    _release_free_memory()
+    before = _rss_bytes()
+    with PeakMemory() as peak:
+        model.fit(data)
+    out["fit_growth"] = peak.peak_mb * 2**20 - before if peak.peak_mb is not None else None
+    out["method"] = peak.method
+    if spec["predict"]:
+        _release_free_memory()
+        before = _rss_bytes()
+        with PeakMemory() as peak:
+            pred = model.predict(data.X)
+        out["predict_growth"] = peak.peak_mb * 2**20 - before
+        out["output_bytes"] = int(pred.nbytes)
+    out["seconds"] = time.perf_counter() - t0
+    for k in ("fit", "predict"):
+        g = out[f"{k}_growth"]
+        out[f"{k}_copies"] = None if g is None else g / out["split_bytes"]
+    print(json.dumps(out))
+
+
+__all__ = ["CHECKS", "COPIES_MODELS", "SHAPES", "check_model", "copies_data", "dataset_copies",
+           "make_data", "parametrize_with_checks", "peak_reset_unavailable", "quick"]
