@@ -592,9 +592,9 @@ def memory_rows(suites: list[str], quick: bool):
 COPIES_NOTES = {
     "hmm": "; EM starts from k-means on a sample of 65,536 steps (scikit-learn's KMeans "
            "copies and centres its input: a fixed cost, not a share of the split)",
-    "mlp synced": "; the delay-tap design matrix (p·D + p-1 columns per scored position, "
-                      "{design:.2f} splits here) is the model's representation, and its "
-                      "standard deviation and standardisation hold one more of its size",
+    "mlp synced": "; the delay-tap features (p·D + p-1 columns per scored position, "
+                      "{design:.2f} splits here if built whole) are built one mini-batch "
+                      "at a time",
     "ar synced": "; the normal equations are summed over blocks of positions: the "
                      "design matrix ({design:.2f} splits) is never built whole",
 }

@@ -29,8 +29,10 @@ Memory. The design matrix has ``p * D (+ p - 1)`` float64 columns per position (
 builds it for blocks of whole sequences of about ``_CHUNK_ENTRIES`` entries (16 MiB; at
 least one sequence). The AR fit for real targets sums the normal equations over blocks
 of at most that many entries (:func:`least_squares_blocks`), so its design matrix never
-exists whole; the logistic AR (class targets) and the MLP hand scikit-learn the whole
-design matrix at the scored positions, plus one standardised copy for real inputs.
+exists whole. The MLP builds the features of one mini-batch at a time (one
+``partial_fit`` per batch) and takes its standardisation and validation loss over blocks.
+The logistic AR (class targets) hands scikit-learn's L-BFGS the whole design matrix at
+the scored positions, plus one standardised copy for real inputs.
 """
 
 from __future__ import annotations
@@ -308,6 +310,22 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _block_moments(blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and (population) standard deviations of the rows of the blocks that
+    ``blocks()`` yields, as ``np.mean``/``np.std`` of the stacked rows would give them
+    (two passes: the mean, then the centred squares), without stacking them."""
+    n, total = 0, 0.0
+    for A in blocks():
+        n += A.shape[0]
+        total = total + np.asarray(A, dtype=np.float64).sum(axis=0)
+    mean = total / max(n, 1)
+    sq = 0.0
+    for A in blocks():
+        d = np.asarray(A, dtype=np.float64) - mean
+        sq = sq + np.einsum("ij,ij->j", d, d)  # sum (a - mean)^2 per column
+    return mean, np.sqrt(sq / max(n, 1))
+
+
 def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, seed, standardise):
     """Multinomial logistic regression on F -> (coef (K, F), intercept (K,)) over all
     ``n_classes`` classes: absent classes get logit -inf (probability 0), and with one
@@ -358,7 +376,11 @@ class FeedForward(_DelayTapModel):
     ``hidden_sizes``, trained by Adam (learning rate ``lr``, L2 penalty ``alpha``,
     mini-batches of ``batch_size`` scored positions reshuffled every epoch).
 
-    Training runs for at most ``max_iter`` epochs over the scored positions. After
+    Training runs for at most ``max_iter`` epochs over the scored positions, reshuffled
+    every epoch (``numpy.random.default_rng(random_state)``); each mini-batch is one
+    ``partial_fit`` call (one Adam step) on the features of just that batch, built when
+    it is taken, so the design matrix of all the scored positions never exists whole.
+    After
     each epoch the loss on ``valid`` (mean cross-entropy or mean squared error at its
     scored positions; the training loss when no ``valid`` is given) is recorded in
     the training curve; the weights with the lowest such loss are kept, and training
@@ -418,13 +440,21 @@ class FeedForward(_DelayTapModel):
         Fz /= self.x_scale_
         return Fz
 
-    def _loss(self, F, y) -> float:
-        """Mean cross-entropy (classes) or mean squared error in standardised units."""
-        if self.target_kind_ == "classes":
-            p = self.net_.predict_proba(F)[np.arange(len(y)), y]
-            return float(-np.mean(np.log(np.clip(p, 1e-12, 1.0))))
-        z = (y - self.y_mean_) / self.y_scale_
-        return float(np.mean((self.net_.predict(F).reshape(z.shape) - z) ** 2))
+    def _loss(self, data: SeqData) -> float:
+        """Mean cross-entropy (classes) or mean squared error in standardised units over the
+        scored positions of ``data``, a block of positions at a time."""
+        total, n = 0.0, 0
+        for F, y in self._scored_blocks(data)():
+            F = self._prepare(F)  # (M_b, F)
+            if self.target_kind_ == "classes":
+                p = self.net_.predict_proba(F)[np.arange(len(y)), y]  # p(y | x)
+                total -= float(np.sum(np.log(np.clip(p, 1e-12, 1.0))))
+            else:
+                z = (y - self.y_mean_) / self.y_scale_  # (M_b, K)
+                total += float(np.sum(np.mean((self.net_.predict(F).reshape(z.shape) - z) ** 2,
+                                              axis=1)))
+            n += len(y)
+        return total / max(n, 1)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         import warnings
@@ -433,46 +463,56 @@ class FeedForward(_DelayTapModel):
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
         self._check_params()
-        F, y = self._scored(data)  # (M, F), (M,) or (M, K)
+        rows, cols = np.nonzero(data.mask)  # the scored positions, (M,) each
+        M = len(rows)
+        classes = data.target_kind == "classes"
         self.x_mean_ = self.x_scale_ = None
-        if data.input_kind == "real":
-            self.x_mean_ = F.mean(axis=0)
-            s = F.std(axis=0)
+        if data.input_kind == "real":  # over the scored positions' features, by blocks
+            self.x_mean_, s = _block_moments(
+                lambda: (F for F, _ in self._scored_blocks(data)()))
             self.x_scale_ = np.where(s > 0, s, 1.0)
-        F = self._prepare(F)
-        Fv = yv = None
-        if valid is not None:
-            Fv, yv = self._scored(valid)
-            Fv = self._prepare(Fv)
-        # a RandomState instance (not an int) so that each epoch reshuffles differently
-        rs = np.random.RandomState(seed_of(self.random_state))
-        common = dict(hidden_layer_sizes=tuple(self.hidden_sizes), activation=self.activation,
-                      solver="adam", alpha=float(self.alpha),
-                      batch_size=min(self.batch_size, F.shape[0]),
-                      learning_rate_init=float(self.lr), random_state=rs, shuffle=True)
-        if data.target_kind == "classes":
-            net = MLPClassifier(**common)
-            fit_epoch = lambda: net.partial_fit(F, y, classes=np.arange(data.target_size))  # noqa: E731
-        else:
-            self.y_mean_ = y.mean(axis=0)
-            s = y.std(axis=0)
+        if not classes:
+            self.y_mean_, s = _block_moments(lambda: (y for _, y in self._scored_blocks(data)()))
             self.y_scale_ = np.where(s > 0, s, 1.0)
-            z = (y - self.y_mean_) / self.y_scale_  # (M, K)
-            if z.shape[1] == 1:
-                z = z[:, 0]  # scikit-learn wants (M,) for a single output
-            net = MLPRegressor(**common)
-            fit_epoch = lambda: net.partial_fit(F, z)  # noqa: E731
+        B = min(self.batch_size, M)
+        # one partial_fit per mini-batch (batch_size = its rows, no shuffling inside): one
+        # Adam step on the features of just that batch, so the design matrix of all the
+        # scored positions never exists whole
+        common = dict(hidden_layer_sizes=tuple(self.hidden_sizes), activation=self.activation,
+                      solver="adam", alpha=float(self.alpha), batch_size=B,
+                      learning_rate_init=float(self.lr),
+                      random_state=seed_of(self.random_state), shuffle=False)
+        net = MLPClassifier(**common) if classes else MLPRegressor(**common)
         self.net_ = net
+        rng = np.random.default_rng(seed_of(self.random_state))  # the epochs' shuffles
+
+        def step(idx) -> float:
+            """One Adam step on the positions ``idx``; its loss (with the L2 term)."""
+            F = self._prepare(self._features(data.X, rows[idx], cols[idx]))  # (B, F)
+            y = data.Y[rows[idx], cols[idx]]  # (B,) ids or (B, K)
+            if classes:
+                net.partial_fit(F, y, classes=np.arange(data.target_size))
+            else:
+                z = (y - self.y_mean_) / self.y_scale_  # (B, K) standardised targets
+                net.partial_fit(F, z[:, 0] if z.shape[1] == 1 else z)  # (B,) for one output
+            return float(net.loss_)
+
         curve: list[dict[str, Any]] = []
         best = (np.inf, None, 0)
         bad = 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            # an epoch's last batch may be short: scikit-learn then clips batch_size to it
+            warnings.filterwarnings("ignore", message="Got `batch_size` less than 1")
             for epoch in range(1, self.max_iter + 1):
-                fit_epoch()
-                point = {"step": epoch, "train_loss": float(net.loss_)}
-                if Fv is not None:
-                    point["valid_loss"] = self._loss(Fv, yv)
+                perm = rng.permutation(M)  # reshuffled every epoch
+                total = 0.0
+                for s in range(0, M, B):
+                    idx = perm[s:s + B]
+                    total += step(idx) * len(idx)
+                point = {"step": epoch, "train_loss": total / M}  # mean over the epoch
+                if valid is not None:
+                    point["valid_loss"] = self._loss(valid)
                 score = point.get("valid_loss", point["train_loss"])
                 curve.append(point)
                 if not np.isfinite(score):
