@@ -98,3 +98,38 @@ def test_stacked_bf16_with_graph_runs(seed):
                       [_data(seed), _data(seed + 1)], cuda_graph=True, warmup=2)
     for model in out:
         assert all(np.isfinite(p["train_loss"]) for p in model.curve_)
+
+
+def _real(seed: int, N: int = 128, T: int = 12, D: int = 3) -> SeqData:
+    r = np.random.default_rng(seed)
+    X = r.normal(size=(N, T, D))  # float64, cast to float32 on the way to the device
+    mask = np.zeros((N, T), dtype=bool)
+    mask[:, -1] = True
+    mask[:, 5] = r.random(N) < 0.5
+    Y = np.full((N, T, 1), np.nan)  # unscored targets must never be read
+    Y[mask] = (X[:, :, 0].cumsum(axis=1)[mask] / 4)[:, None]
+    return SeqData(X, Y, mask)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_stacked_configurations_on_cuda_match_single_models(graph, seed, exact_fp32):
+    """Members differing in lr, weight decay, clipping and budget, real float64 inputs
+    (cast on the device), a CUDA graph or not: each as its configuration trained alone."""
+    configs = [dict(random_state=3, lr=0.01, clip_norm=0.05, max_steps=8),
+               dict(random_state=4, lr=0.003, weight_decay=0.01, clip_norm=None, max_steps=8),
+               dict(random_state=5, lr=0.02, clip_norm=1.0, max_steps=6)]
+    base = dict(hidden_size=16, batch_size=32, eval_every=2, patience=100, device="cuda")
+    train = [_real(seed + i) for i in range(3)]
+    valid = [_real(seed + 50 + i, N=40) for i in range(3)]
+    alone = [LSTMModel(**base, **c).fit(d, v) for c, d, v in zip(configs, train, valid)]
+    together = fit_stacked([LSTMModel(**base, **c) for c in configs], train, valid,
+                           cuda_graph=graph, warmup=2)
+    for a, b in zip(alone, together):
+        assert isinstance(b, LSTMModel)
+        assert (b.n_steps_, [p["step"] for p in b.curve_]) == (a.n_steps_,
+                                                              [p["step"] for p in a.curve_])
+        assert [p["valid_loss"] for p in b.curve_] == pytest.approx(
+            [p["valid_loss"] for p in a.curve_], rel=1e-4)
+        sa, sb = a.net_.state_dict(), b.net_.state_dict()
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], rtol=1e-3, atol=1e-4)
