@@ -242,11 +242,13 @@ def test_hmm_sampled_start_reaches_hmmlearns_fit(rng, monkeypatch, covariance_ty
                                                           rel=1e-7)
 
 
+@pytest.mark.parametrize("entries", [50, 600])  # runs of 1 batch, of 3 batches
 @pytest.mark.parametrize("kind", ["real", "classes"])
-def test_mlp_batch_by_batch_is_sklearns_own_minibatch_loop(rng, monkeypatch, kind):
-    """The MLP builds the features of one mini-batch at a time; its weights equal those of
-    scikit-learn's own mini-batch Adam loop (``partial_fit`` over the whole standardised
-    design matrix, taken in the same shuffled order, batches of the same size)."""
+def test_mlp_batch_by_batch_is_sklearns_own_minibatch_loop(rng, monkeypatch, kind, entries):
+    """The MLP builds the features of a run of mini-batches at a time; its weights equal
+    those of scikit-learn's own mini-batch Adam loop (``partial_fit`` over the whole
+    standardised design matrix, taken in the same shuffled order, batches of the same
+    size)."""
     from sklearn.neural_network import MLPClassifier, MLPRegressor
 
     import seqbench.models.autoregressive as ar
@@ -256,7 +258,7 @@ def test_mlp_batch_by_batch_is_sklearns_own_minibatch_loop(rng, monkeypatch, kin
     if kind == "classes":
         Y = (data.X[..., 0] > 0).astype(int) + (data.X[..., 1] > 1)  # 3 classes
         data = SeqData(data.X, Y, data.mask, target_size=3)
-    monkeypatch.setattr(ar, "_CHUNK_ENTRIES", 50)  # blocks of a few positions
+    monkeypatch.setattr(ar, "_CHUNK_ENTRIES", entries)  # 11 entries per position
     model = ar.FeedForward(p=p, hidden_sizes=(6,), batch_size=B, max_iter=epochs,
                            patience=epochs, random_state=seed).fit(data)
     assert len(model.curve_) == epochs

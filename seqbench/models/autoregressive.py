@@ -29,8 +29,8 @@ Memory. The design matrix has ``p * D (+ p - 1)`` float64 columns per position (
 builds it for blocks of whole sequences of about ``_CHUNK_ENTRIES`` entries (16 MiB; at
 least one sequence). The AR fit for real targets sums the normal equations over blocks
 of at most that many entries (:func:`least_squares_blocks`), so its design matrix never
-exists whole. The MLP builds the features of one mini-batch at a time (one
-``partial_fit`` per batch) and takes its standardisation and validation loss over blocks.
+exists whole. The MLP builds the features of a run of whole mini-batches at a time (one
+``partial_fit`` each) and takes its standardisation and validation loss over blocks.
 The logistic AR (class targets) hands scikit-learn's L-BFGS the whole design matrix at
 the scored positions, plus one standardised copy for real inputs.
 """
@@ -377,9 +377,10 @@ class FeedForward(_DelayTapModel):
     mini-batches of ``batch_size`` scored positions reshuffled every epoch).
 
     Training runs for at most ``max_iter`` epochs over the scored positions, reshuffled
-    every epoch (``numpy.random.default_rng(random_state)``); each mini-batch is one
-    ``partial_fit`` call (one Adam step) on the features of just that batch, built when
-    it is taken, so the design matrix of all the scored positions never exists whole.
+    every epoch (``numpy.random.default_rng(random_state)``), in mini-batches taken in that
+    order; the features are built for a run of whole mini-batches at a time (about 16 MiB)
+    and handed to ``partial_fit``, so the design matrix of all the scored positions never
+    exists whole.
     After
     each epoch the loss on ``valid`` (mean cross-entropy or mean squared error at its
     scored positions; the training loss when no ``valid`` is given) is recorded in
@@ -475,9 +476,11 @@ class FeedForward(_DelayTapModel):
             self.y_mean_, s = _block_moments(lambda: (y for _, y in self._scored_blocks(data)()))
             self.y_scale_ = np.where(s > 0, s, 1.0)
         B = min(self.batch_size, M)
-        # one partial_fit per mini-batch (batch_size = its rows, no shuffling inside): one
-        # Adam step on the features of just that batch, so the design matrix of all the
-        # scored positions never exists whole
+        # the features of a run of whole mini-batches (about _CHUNK_ENTRIES entries) at a
+        # time, one partial_fit on it: scikit-learn, not shuffling, takes one Adam step per
+        # batch of B in order, as if it had the whole design matrix in this order; the
+        # design matrix of all the scored positions never exists whole
+        chunk = B * max(1, _CHUNK_ENTRIES // (self._entries() * B))
         common = dict(hidden_layer_sizes=tuple(self.hidden_sizes), activation=self.activation,
                       solver="adam", alpha=float(self.alpha), batch_size=B,
                       learning_rate_init=float(self.lr),
@@ -486,15 +489,16 @@ class FeedForward(_DelayTapModel):
         self.net_ = net
         rng = np.random.default_rng(seed_of(self.random_state))  # the epochs' shuffles
 
-        def step(idx) -> float:
-            """One Adam step on the positions ``idx``; its loss (with the L2 term)."""
-            F = self._prepare(self._features(data.X, rows[idx], cols[idx]))  # (B, F)
-            y = data.Y[rows[idx], cols[idx]]  # (B,) ids or (B, K)
+        def steps(idx) -> float:
+            """Adam steps on the positions ``idx``, B at a time; their mean loss (with the
+            L2 term)."""
+            F = self._prepare(self._features(data.X, rows[idx], cols[idx]))  # (C, F)
+            y = data.Y[rows[idx], cols[idx]]  # (C,) ids or (C, K)
             if classes:
                 net.partial_fit(F, y, classes=np.arange(data.target_size))
             else:
-                z = (y - self.y_mean_) / self.y_scale_  # (B, K) standardised targets
-                net.partial_fit(F, z[:, 0] if z.shape[1] == 1 else z)  # (B,) for one output
+                z = (y - self.y_mean_) / self.y_scale_  # (C, K) standardised targets
+                net.partial_fit(F, z[:, 0] if z.shape[1] == 1 else z)  # (C,) for one output
             return float(net.loss_)
 
         curve: list[dict[str, Any]] = []
@@ -507,9 +511,9 @@ class FeedForward(_DelayTapModel):
             for epoch in range(1, self.max_iter + 1):
                 perm = rng.permutation(M)  # reshuffled every epoch
                 total = 0.0
-                for s in range(0, M, B):
-                    idx = perm[s:s + B]
-                    total += step(idx) * len(idx)
+                for s in range(0, M, chunk):
+                    idx = perm[s:s + chunk]
+                    total += steps(idx) * len(idx)
                 point = {"step": epoch, "train_loss": total / M}  # mean over the epoch
                 if valid is not None:
                     point["valid_loss"] = self._loss(valid)
