@@ -26,7 +26,9 @@ the split's numpy arrays in place (tensors sharing their memory, float64 inputs 
 float64) and cast each batch (float32 inputs, long or float32 targets) after taking its
 rows, which gives the values a whole-split cast would; on a CUDA device each split is
 moved once, cast on the way in chunks of ``MOVE_CHUNK_BYTES``, and batches are taken
-there. Prediction moves and casts one slice of 1024 sequences at a time.
+there. Evaluation and prediction take slices of at most 1024 sequences, fewer where T is
+long (:func:`eval_rows`: the gate pre-activations of every step of a slice stay within
+``EVAL_BYTES``), and prediction fills one output array.
 
 With ``tbptt=U`` the gradient is truncated to U steps: the sequence is processed
 in chunks of U steps, the hidden state carried forward but detached between
@@ -84,6 +86,15 @@ def _build_net(cell: str, input_kind: str, input_size: int, embed_size: int, hid
 
 #: bytes of a numpy array moved (and cast) at once by _on_device
 MOVE_CHUNK_BYTES = 64 * 2**20
+#: bytes of the gate pre-activations of one evaluation slice (see eval_rows)
+EVAL_BYTES = 64 * 2**20
+
+
+def eval_rows(T: int, hidden_size: int, limit: int = 1024) -> int:
+    """Sequences per evaluation slice: at most ``limit``, and at most as many as keep the
+    input part of the gates of every step, (rows, T, 4H) float32 (torch computes it for
+    all steps at once), within ``EVAL_BYTES``; at least 1."""
+    return int(max(1, min(limit, EVAL_BYTES // max(1, T * 4 * hidden_size * 4))))
 
 
 def _on_device(a: np.ndarray, device, dtype=None):
@@ -397,10 +408,12 @@ class RecurrentModel(SeqModel):
             done = s + U
         return total
 
-    def _evaluate_loss(self, net, X, Y, M, mask: np.ndarray, batch: int = 1024) -> float:
-        """Mean loss over the scored positions of a whole split (``mask`` = M on the host)."""
+    def _evaluate_loss(self, net, X, Y, M, mask: np.ndarray, batch: int | None = None) -> float:
+        """Mean loss over the scored positions of a whole split (``mask`` = M on the host),
+        ``batch`` sequences at a time (None: :func:`eval_rows`)."""
         import torch
 
+        batch = batch or eval_rows(X.shape[1], self.hidden_size)
         total = torch.zeros((), device=X.device)
         with torch.inference_mode():
             for s in range(0, X.shape[0], batch):
@@ -533,21 +546,24 @@ class RecurrentModel(SeqModel):
                                "trained": trained["norm"][:K]}}
 
     # -- prediction --------------------------------------------------------------------
-    def _outputs(self, X: np.ndarray, batch: int = 1024) -> np.ndarray:
-        """Head outputs at every step: (N, T, K) logits or real predictions."""
+    def _outputs(self, X: np.ndarray, batch: int | None = None) -> np.ndarray:
+        """Head outputs at every step: (N, T, K) float32 logits or real predictions,
+        ``batch`` sequences at a time (None: :func:`eval_rows`)."""
         import torch
 
         net = self.net_
         device = next(net.parameters()).device
-        outs = []
+        N, T = X.shape[:2]
+        batch = batch or eval_rows(T, self.hidden_size)
+        out = np.empty((N, T, self.target_size_), dtype=np.float32)  # (N, T, K)
         with torch.inference_mode():
-            for s in range(0, X.shape[0], batch):
+            for s in range(0, N, batch):
                 x = torch.as_tensor(X[s:s + batch], device=device)
                 if self.input_kind_ == "real":
                     x = x.float()
                 h, _ = net.hidden(x)
-                outs.append(net.head(h).float().cpu())
-        return torch.cat(outs).numpy()
+                out[s:s + batch] = net.head(h).float().cpu().numpy()
+        return out
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         import torch

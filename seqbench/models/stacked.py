@@ -571,14 +571,17 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     return out
 
 
-def _evaluate(stacked, splits: MemberSplits, rows: int = 1024) -> list[float]:
-    """Each member's mean loss over the scored positions of its whole split, ``rows``
-    sequences at a time over all members (``rows // M`` per member: the working memory
-    of one model evaluating ``rows`` sequences, whatever M; the gate pre-activations of
-    every step are (M, B, T, 4H))."""
+def _evaluate(stacked, splits: MemberSplits) -> list[float]:
+    """Each member's mean loss over the scored positions of its whole split, in slices of
+    :func:`~seqbench.models.recurrent.eval_rows` sequences over all members (that // M
+    per member: the working memory of one model's evaluation slice, whatever M; the gate
+    pre-activations of every step are (M, B, T, 4H))."""
     import torch
 
-    batch = max(1, rows // splits.M)
+    from .recurrent import eval_rows
+
+    T = splits.X.shape[2] if splits.parts is None else splits.parts[0][0].shape[1]
+    batch = max(1, eval_rows(T, stacked.H) // splits.M)
     total = torch.zeros(splits.M, device=next(stacked.parameters()).device)
     count = torch.zeros_like(total)
     with torch.inference_mode():
