@@ -67,6 +67,17 @@ def _peak_mem_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
+def proc_status_kb(field: str) -> int | None:
+    """A field of ``/proc/self/status`` in KiB (``VmRSS``, ``VmHWM``, ...); None where there
+    is no such file or field (not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+    except OSError:
+        return None
+    return int(m.group(1)) if m else None
+
+
 class PeakMemory:
     """Peak resident set size of this process during a ``with`` block, in MiB.
 
@@ -84,12 +95,8 @@ class PeakMemory:
 
     @staticmethod
     def _hwm_mb() -> float | None:
-        try:
-            with open("/proc/self/status") as f:
-                m = re.search(r"^VmHWM:\s+(\d+) kB", f.read(), re.M)
-        except OSError:
-            return None
-        return int(m.group(1)) / 1024 if m else None
+        kb = proc_status_kb("VmHWM")
+        return None if kb is None else kb / 1024
 
     def __enter__(self) -> PeakMemory:
         try:

@@ -296,11 +296,12 @@ def _release_free_memory() -> None:
 
 
 def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmRSS in /proc/self/status")
+    from .runner import proc_status_kb
+
+    kb = proc_status_kb("VmRSS")
+    if kb is None:
+        raise OSError("no VmRSS in /proc/self/status")
+    return kb * 1024
 
 
 def peak_reset_unavailable() -> str | None:

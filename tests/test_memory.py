@@ -159,14 +159,14 @@ def test_hmm_em_sees_whole_rows_as_a_view_and_prefixes_in_row_order(rng):
 
 
 def test_lds_standardisation_by_blocks_is_numpys_mean_and_std(rng):
-    from seqbench.models.kalman import _moments
+    from seqbench.models.base import sequence_moments
 
     a = rng.normal(3.0, 2.0, size=(37, 11, 3))
     mask = rng.random((37, 11)) < 0.5
-    mean, std = _moments(a, block_bytes=5 * a[:1].nbytes)  # blocks of 5 sequences
+    mean, std = sequence_moments(a, block_bytes=5 * a[:1].nbytes)  # blocks of 5 sequences
     np.testing.assert_allclose(mean, a.reshape(-1, 3).mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(std, a.reshape(-1, 3).std(axis=0), rtol=1e-13)
-    mean, std = _moments(a, mask, block_bytes=5 * a[:1].nbytes)
+    mean, std = sequence_moments(a, mask, block_bytes=5 * a[:1].nbytes)
     np.testing.assert_allclose(mean, a[mask].mean(axis=0), rtol=1e-13)
     np.testing.assert_allclose(std, a[mask].std(axis=0), rtol=1e-13)
 

@@ -45,7 +45,7 @@ from scipy import linalg, sparse
 
 from ..data import SeqData
 from ..errors import SeqbenchError
-from .base import SeqModel, seed_of
+from .base import SeqModel, block_moments, seed_of, sequence_moments
 
 #: the largest feature block (positions x entries) built at once: predict, AR fit (16 MiB)
 _CHUNK_ENTRIES = 2**21
@@ -310,22 +310,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _block_moments(blocks) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and (population) standard deviations of the rows of the blocks that
-    ``blocks()`` yields, as ``np.mean``/``np.std`` of the stacked rows would give them
-    (two passes: the mean, then the centred squares), without stacking them."""
-    n, total = 0, 0.0
-    for A in blocks():
-        n += A.shape[0]
-        total = total + np.asarray(A, dtype=np.float64).sum(axis=0)
-    mean = total / max(n, 1)
-    sq = 0.0
-    for A in blocks():
-        d = np.asarray(A, dtype=np.float64) - mean
-        sq = sq + np.einsum("ij,ij->j", d, d)  # sum (a - mean)^2 per column
-    return mean, np.sqrt(sq / max(n, 1))
-
-
 def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, seed, standardise):
     """Multinomial logistic regression on F -> (coef (K, F), intercept (K,)) over all
     ``n_classes`` classes: absent classes get logit -inf (probability 0), and with one
@@ -469,11 +453,10 @@ class FeedForward(_DelayTapModel):
         classes = data.target_kind == "classes"
         self.x_mean_ = self.x_scale_ = None
         if data.input_kind == "real":  # over the scored positions' features, by blocks
-            self.x_mean_, s = _block_moments(
-                lambda: (F for F, _ in self._scored_blocks(data)()))
+            self.x_mean_, s = block_moments(lambda: (F for F, _ in self._scored_blocks(data)()))
             self.x_scale_ = np.where(s > 0, s, 1.0)
-        if not classes:
-            self.y_mean_, s = _block_moments(lambda: (y for _, y in self._scored_blocks(data)()))
+        if not classes:  # over the scored targets, without building features
+            self.y_mean_, s = sequence_moments(data.Y, data.mask)
             self.y_scale_ = np.where(s > 0, s, 1.0)
         B = min(self.batch_size, M)
         # the features of a run of whole mini-batches (about _CHUNK_ENTRIES entries) at a

@@ -172,3 +172,37 @@ def seed_of(random_state) -> int:
     if isinstance(random_state, int | np.integer):
         return int(random_state)
     raise SeqbenchError(f"random_state: expected None or an int, got {random_state!r}")
+
+
+# -- moments by blocks (no whole copy of the data) -----------------------------------------
+def block_moments(blocks) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and (population) standard deviations of the rows of the 2-d blocks that
+    ``blocks()`` yields, as ``np.mean``/``np.std`` of the stacked rows give them, without
+    stacking them: ``blocks`` is called twice (sums, then squared deviations from the
+    mean), so neither the rows nor their deviations ever exist whole."""
+    count, total = 0, 0.0
+    for b in blocks():
+        total = total + np.asarray(b, dtype=np.float64).sum(axis=0)
+        count += len(b)
+    mean = total / max(count, 1)
+    sq = 0.0
+    for b in blocks():
+        dev = np.asarray(b, dtype=np.float64) - mean  # (M_b, d), a new array
+        np.square(dev, out=dev)  # (a - mean)^2
+        sq = sq + dev.sum(axis=0)
+    return mean, np.sqrt(sq / max(count, 1))
+
+
+def sequence_moments(a: np.ndarray, mask: np.ndarray | None = None,
+                     block_bytes: int = 16 * 2**20) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`block_moments` of each component of ``a`` (N, T, d) over the steps where
+    ``mask`` (N, T) is True (every step when None), in blocks of sequences of about
+    ``block_bytes``."""
+    rows = max(1, block_bytes // max(a[:1].nbytes, 1))
+
+    def blocks():
+        for s in range(0, len(a), rows):
+            b = a[s:s + rows]  # (n, T, d)
+            yield b.reshape(-1, b.shape[-1]) if mask is None else b[mask[s:s + rows]]
+
+    return block_moments(blocks)

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..data import SeqData
 from ..errors import DivergedError, IncompatibleError, SeqbenchError
-from .base import SeqModel, seed_of
+from .base import SeqModel, seed_of, sequence_moments
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 BACKENDS = ("batched", "filterpy")
@@ -711,7 +711,8 @@ class LDSModel(SeqModel):
     sequences per chunk; None (the default) fits a chunk's arrays in about
     ``CHUNK_BYTES`` (256 MiB). The results do not depend on it beyond floating-point
     summation order. The standardisation's means and standard deviations are summed
-    over blocks of sequences too (:func:`_moments`), so no whole copy of the data is made.
+    over blocks of sequences too (:func:`~seqbench.models.base.sequence_moments`), so no
+    whole copy of the data is made.
 
     ``curve_`` holds one entry per EM iteration (step 0 = the initialisation):
     ``train_loglik`` and ``train_objective`` (log-likelihood, and plus the log prior,
@@ -800,12 +801,12 @@ class LDSModel(SeqModel):
                 raise IncompatibleError(f"{type(self).__name__}: needs at least 2 classes, "
                                         f"got {size}")
         if data.input_kind == "real" and not self.forecasting_:
-            self.u_mean_, std = _moments(data.X)  # over every step
+            self.u_mean_, std = sequence_moments(data.X)  # over every step
             self.u_scale_ = _safe_scale(std)
         if (data.input_kind if self.forecasting_ else data.target_kind) == "real":
             # the observations: X at every step, or Y at the scored steps
-            self.y_mean_, std = _moments(data.X) if self.forecasting_ else _moments(data.Y,
-                                                                                    data.mask)
+            self.y_mean_, std = (sequence_moments(data.X) if self.forecasting_
+                                 else sequence_moments(data.Y, data.mask))
             self.y_scale_ = _safe_scale(std)
 
     # -- initialisation ------------------------------------------------------------------
@@ -1071,32 +1072,6 @@ class LDSModel(SeqModel):
 
 def _safe_scale(std: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-12, std, 1.0)
-
-
-def _moments(a: np.ndarray, mask: np.ndarray | None = None,
-             block_bytes: int = 16 * 2**20) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation (population) of each component of ``a`` (N, T, d) over the
-    steps where ``mask`` (N, T) is True (every step when None), over blocks of sequences of
-    about ``block_bytes``: sums, then squared deviations from the mean, so no whole copy of
-    ``a`` (or of its deviations, as ``np.std`` would make) exists at any time."""
-    rows = max(1, block_bytes // max(a[:1].nbytes, 1))
-
-    def blocks():
-        for s in range(0, len(a), rows):
-            b = a[s:s + rows]  # (n, T, d)
-            yield b.reshape(-1, b.shape[-1]) if mask is None else b[mask[s:s + rows]]
-
-    count, total = 0, np.zeros(a.shape[-1])
-    for b in blocks():
-        total += b.sum(axis=0)
-        count += len(b)
-    mean = total / count
-    sq = np.zeros(a.shape[-1])
-    for b in blocks():
-        dev = b - mean  # (M_b, d), a new array
-        np.square(dev, out=dev)  # (a - mean)^2
-        sq += dev.sum(axis=0)
-    return mean, np.sqrt(sq / count)
 
 
 def _valid_chunk_size(v) -> bool:

@@ -486,7 +486,7 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     done = [False] * M
     n_steps = [0] * M
     errors: list[Exception | None] = [None] * M
-    since = [0] * M  # steps summed in running[m] since member m's last evaluation
+    last_eval = [0] * M  # running[m] sums the steps since member m's last evaluation
     step = 0
     stacked.train()
     while step < max_steps and not all(done):
@@ -510,7 +510,6 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                         train_step()
                 graph.replay()
             step += 1
-            since = [k + 1 for k in since]
             # a member is evaluated every eval_every steps and at the end of its budget
             due = [not done[m] and (step % proto.eval_every == 0 or step >= budgets[m])
                    for m in range(M)]
@@ -526,8 +525,8 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                 for m in range(M):
                     if not due[m]:
                         continue
-                    train_loss = sums[m] / since[m]
-                    since[m] = 0
+                    train_loss = sums[m] / (step - last_eval[m])
+                    last_eval[m] = step
                     point = {"step": step, "train_loss": train_loss}
                     score = train_loss
                     if not np.isfinite(score):
@@ -556,7 +555,6 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
         if errors[m] is not None:
             out.append(errors[m])
             continue
-        n_steps[m] = n_steps[m] if done[m] else step
         net = nets[m]
         net.load_state_dict(best_state[m] if best_state[m] is not None
                             else stacked.member_state(m))
