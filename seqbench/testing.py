@@ -255,7 +255,7 @@ def parametrize_with_checks(models: Iterable) -> Callable:
 #: working memory (the engine's default budget is ``CHUNK_BYTES``, 256 MiB) small beside
 #: the split.
 COPIES_MODELS: dict[str, dict] = {
-    "ar": {"p": 4},
+    "ar": {"p": 4, "max_iter": 3},  # max_iter: the logistic AR's L-BFGS (class targets)
     "mlp": {"p": 4, "hidden_sizes": [4], "max_iter": 1},
     "lds": {"n_states": 2, "max_iter": 1, "chunk_size": 250},
     "hmm": {"n_states": 2, "n_iter": 2, "n_init": 1},
@@ -268,15 +268,22 @@ COPIES_MODELS: dict[str, dict] = {
 }
 
 
-def copies_data(n: int, T: int, D: int, shape: str = "many-to-one", seed: int = 0) -> SeqData:
+def copies_data(n: int, T: int, D: int, shape: str = "many-to-one", seed: int = 0,
+                targets: str = "real") -> SeqData:
     """A synthetic split of real inputs for :func:`dataset_copies`: X (n, T, D) float64,
     standard normal plus 2 in alternate blocks of 20 steps (two regimes, so an HMM's
-    k-means initialisation converges in a few iterations), Y (n, T, 1) = X[..., 0] / 2 plus
-    noise, and the mask of ``shape``. X is most of the split's bytes when D is large."""
+    k-means initialisation converges in a few iterations), and the mask of ``shape``.
+    Targets: ``"real"``, Y (n, T, 1) = X[..., 0] / 2 plus noise; ``"classes"``, Y (n, T)
+    = [x_0 + noise > 1] + [x_1 > 2], three classes. X is most of the split's bytes when D
+    is large."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, T, D))  # (N, T, D)
     X[(np.arange(n)[:, None] + np.arange(T)[None, :] // 20) % 2 == 1] += 2.0  # regime 2
-    Y = 0.5 * X[..., :1] + 0.1 * rng.standard_normal((n, T, 1))  # (N, T, 1)
+    noise = rng.standard_normal((n, T))  # (N, T)
+    if targets == "classes":
+        Y = (X[..., 0] + noise > 1).astype(np.int64) + (X[..., 1] > 2)  # (N, T) ids 0-2
+        return SeqData(X, Y, shape_mask(shape, n, T), target_size=3)
+    Y = 0.5 * X[..., :1] + 0.1 * noise[..., None]  # (N, T, 1)
     return SeqData(X, Y, shape_mask(shape, n, T))
 
 
@@ -318,12 +325,14 @@ def peak_reset_unavailable() -> str | None:
 
 def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: int = 100,
                    D: int = 40, shape: str = "many-to-one", seed: int = 0,
-                   predict: bool = True, timeout: float = 600) -> dict:
+                   targets: str = "real", predict: bool = True,
+                   timeout: float = 600) -> dict:
     """How many copies of its split a model holds on the host while it fits and predicts.
 
     In a fresh interpreter (so nothing of an earlier measurement remains), with one
-    BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D), fit and predict once on
-    a 16-sequence split of the same T and D (libraries loaded, caches warmed), then fit
+    BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D, ``targets``), fit and
+    predict once on a 16-sequence split of the same T and D (libraries loaded, caches
+    warmed), then fit
     ``make_model(model, **params)`` on the split and predict its X, each inside a
     :class:`~seqbench.runner.PeakMemory` block (the kernel's high-water mark, reset at the
     start). Growth = peak RSS in the block minus RSS just before it, taken after garbage
@@ -341,7 +350,7 @@ def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: 
     import sys
 
     spec = {"model": model, "params": params or {}, "n": n, "T": T, "D": D, "shape": shape,
-            "seed": seed, "predict": predict}
+            "seed": seed, "targets": targets, "predict": predict}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -372,9 +381,11 @@ def _dataset_copies_child() -> None:
         import torch
 
         torch.set_num_threads(1)
-    small = copies_data(16, spec["T"], spec["D"], spec["shape"], spec["seed"] + 1)
+    small = copies_data(16, spec["T"], spec["D"], spec["shape"], spec["seed"] + 1,
+                        spec["targets"])
     make().fit(small).predict(small.X)  # imports, one-time initialisation
-    data = copies_data(spec["n"], spec["T"], spec["D"], spec["shape"], spec["seed"])
+    data = copies_data(spec["n"], spec["T"], spec["D"], spec["shape"], spec["seed"],
+                       spec["targets"])
     del small
     model = make()
     out = {"split_bytes": data.nbytes(), "predict_growth": None, "output_bytes": None}

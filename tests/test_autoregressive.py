@@ -211,6 +211,57 @@ def test_absent_classes_get_zero_probability_in_ar(rng):
     np.testing.assert_allclose(P.sum(-1), 1.0)
 
 
+def _logistic_case(rng, kind, n_classes):
+    """Class targets that depend on the last few inputs, a random mask of scored steps."""
+    N, T = 120, 20
+    if kind == "tokens":
+        X = rng.integers(0, 5, (N, T))
+        Y = (np.roll(X, 2, axis=1) + rng.integers(0, 2, (N, T))) % n_classes
+        return SeqData(X, Y, rng.random((N, T)) < 0.5, input_size=5, target_size=n_classes)
+    X = rng.normal(size=(N, T, 3)) * [1.0, 5.0, 0.1] + [0.0, 3.0, -1.0]  # unequal scales
+    Y = (X[..., 0] + np.roll(X[..., 2] + 1, 1, axis=1) * 10 + rng.normal(size=(N, T)) > 0)
+    Y = Y.astype(int) + (n_classes > 2) * (X[..., 1] > 5)  # 2 or 3 classes
+    return SeqData(X, Y, rng.random((N, T)) < 0.5, target_size=n_classes)
+
+
+@pytest.mark.parametrize("kind, n_classes", [("tokens", 2), ("tokens", 4), ("real", 2),
+                                             ("real", 3)])
+def test_logistic_ar_is_sklearns_logistic_regression(rng, monkeypatch, kind, n_classes):
+    """Class targets: the loss summed over blocks of a few sequences (some kept between
+    evaluations, the rest rebuilt) reaches scikit-learn's ``LogisticRegression`` on the
+    whole design matrix (standardised for real inputs), at two strengths of the L2 term
+    (C = 1 and C = 0.05)."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    import seqbench.models.autoregressive as ar
+
+    data = _logistic_case(rng, kind, n_classes)
+    p = 3
+    monkeypatch.setattr(ar, "_CHUNK_ENTRIES", 200)  # blocks of a few sequences
+    monkeypatch.setattr(ar, "_LOGISTIC_CACHE_BYTES", 5000)  # a few kept, most rebuilt
+    model = AutoRegressive(p=p)
+    assert len(model.fit(data)._scored_parts(data)) > 10
+    rows, cols = np.nonzero(data.mask)
+    F = _naive_taps(data.X, p, 5, rows, cols)  # the whole design, from the plain loop
+    y = data.Y[rows, cols]
+    if kind == "real":
+        F = (F - F.mean(axis=0)) / np.where(F.std(axis=0) > 0, F.std(axis=0), 1.0)
+    for C in (1.0, 0.05):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # lbfgs' convergence warning at tight tol
+            ref = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(F, y)
+        got = AutoRegressive(p=p, C=C, tol=1e-10, max_iter=5000).fit(data)
+        P = got.predict_proba(data.X)[data.mask]  # (M, K)
+        np.testing.assert_allclose(P[:, ref.classes_], ref.predict_proba(F), atol=1e-7)
+        # at the default tolerance the two stop at the same point to rounding
+        ref = LogisticRegression(C=C).fit(F, y)
+        got = AutoRegressive(p=p, C=C).fit(data)
+        P = got.predict_proba(data.X)[data.mask]
+        np.testing.assert_allclose(P[:, ref.classes_], ref.predict_proba(F), atol=1e-6)
+
+
 @pytest.mark.parametrize("cls", [AutoRegressive, FeedForward])
 def test_same_seed_same_predictions_clone_and_pickle(rng, cls):
     data = _copy_back(rng, 1, N=60)
@@ -233,6 +284,7 @@ def test_n_parameters(rng):
     ("ar", {"alpha": -1.0}),
     ("ar", {"C": 0.0}),
     ("ar", {"max_iter": 0}),
+    ("ar", {"tol": 0.0}),
     ("mlp", {"p": 0}),
     ("mlp", {"hidden_sizes": ()}),
     ("mlp", {"hidden_sizes": (4, 0)}),

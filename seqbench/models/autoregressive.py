@@ -31,13 +31,16 @@ least one sequence). The AR fit for real targets sums the normal equations over 
 of at most that many entries (:func:`least_squares_blocks`), so its design matrix never
 exists whole. The MLP builds the features of a run of whole mini-batches at a time (one
 ``partial_fit`` each) and takes its standardisation and validation loss over blocks.
-The logistic AR (class targets) hands scikit-learn's L-BFGS the whole design matrix at
-the scored positions, plus one standardised copy for real inputs.
+The logistic AR (class targets) sums its loss and gradient over the same blocks at every
+L-BFGS evaluation (:func:`fit_logistic_blocks`), keeping the first 32 MiB of them between
+evaluations. Blocks are runs of whole sequences, so not even the positions' indices exist
+whole.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import numpy as np
@@ -78,10 +81,13 @@ def delay_taps(
     if X.ndim == 2:  # tokens
         V = int(input_size)
         tok = X[rows[:, None], src]  # (M, p)
-        col = np.arange(p) * V + tok  # (M, p): one-hot column of x_{t-k} in block k
-        r = np.broadcast_to(np.arange(M)[:, None], (M, p))
+        col = (np.arange(p) * V + tok)[inside]  # one-hot column of x_{t-k} in block k
+        # row-major order: row m's columns come in tap order, so they are already sorted
+        indptr = np.zeros(M + 1, dtype=np.int64)
+        np.cumsum(inside.sum(axis=1), out=indptr[1:])  # (M + 1,) row m: indptr[m]:[m + 1]
+        idx = np.int32 if p * V < 2**31 and len(col) < 2**31 else np.int64
         return sparse.csr_matrix(
-            (np.ones(int(inside.sum())), (r[inside], col[inside])), shape=(M, p * V)
+            (np.ones(len(col)), col.astype(idx), indptr.astype(idx)), shape=(M, p * V)
         )
     D = X.shape[2]
     extra = p - 1 if start_indicator and p > 1 else 0
@@ -192,21 +198,41 @@ class _DelayTapModel(SeqModel):
             return self.p
         return n_tap_features(self.p, self.input_kind_, self.input_size_, self.start_indicator)
 
-    def _scored(self, data: SeqData):
-        rows, cols = np.nonzero(data.mask)
-        return self._features(data.X, rows, cols), data.Y[rows, cols]  # (M, F), (M,) or (M, K)
+    def _scored_spans(self, data: SeqData) -> list[tuple[int, int]]:
+        """Runs of whole sequences ``[a, b)`` whose scored positions hold at most
+        ``_CHUNK_ENTRIES`` feature entries (a single sequence over that budget is a run of
+        its own), covering every sequence with a scored position."""
+        per_seq = data.mask.sum(axis=1) * self._entries()  # (N,) entries per sequence
+        spans, a, total = [], 0, 0
+        for i, e in enumerate(per_seq.tolist()):
+            if total and total + e > _CHUNK_ENTRIES:
+                spans.append((a, i))
+                a, total = i, 0
+            total += e
+        if total:
+            spans.append((a, len(per_seq)))
+        return spans
+
+    def _span_block(self, data: SeqData, span: tuple[int, int]):
+        """Features and targets at the scored positions of sequences ``span``."""
+        a, b = span
+        r, c = np.nonzero(data.mask[a:b])  # (M_b,) each, rows relative to a
+        r += a
+        return self._features(data.X, r, c), data.Y[r, c]  # (M_b, F), (M_b,) or (M_b, K)
+
+    def _scored_parts(self, data: SeqData) -> list:
+        """One function per block of whole sequences of at most ``_CHUNK_ENTRIES`` feature
+        entries (see :meth:`_scored_spans`), building the features and targets at its
+        scored positions, so neither the design matrix nor the positions' indices ever
+        exist whole (for :func:`fit_logistic_blocks`)."""
+        return [functools.partial(self._span_block, data, span)
+                for span in self._scored_spans(data)]
 
     def _scored_blocks(self, data: SeqData):
-        """``blocks()`` -> the features and targets at the scored positions, blocks of at
-        most ``_CHUNK_ENTRIES`` feature entries at a time (for :func:`least_squares_blocks`)."""
-        rows, cols = np.nonzero(data.mask)  # (M,) each
-        size = max(1, _CHUNK_ENTRIES // self._entries())
-
-        def blocks():
-            for s in range(0, len(rows), size):
-                r, c = rows[s:s + size], cols[s:s + size]
-                yield self._features(data.X, r, c), data.Y[r, c]  # (M_b, F), (M_b, K)
-        return blocks
+        """``blocks()`` -> the blocks of :meth:`_scored_parts`, built one after another (for
+        :func:`least_squares_blocks` and the moments)."""
+        parts = self._scored_parts(data)
+        return lambda: (part() for part in parts)
 
     def _map_steps(self, X: np.ndarray, fn, width: int) -> np.ndarray:
         """Apply ``fn`` (features (M, F) -> outputs (M, width)) at every step, in chunks of
@@ -234,12 +260,16 @@ class AutoRegressive(_DelayTapModel):
       ``p - 1`` on, this is exactly the conditional least-squares AR(p)
       ``x_{t+1} = c + sum_k phi_k x_{t+1-k} + e``. Scored positions closer to the
       start than ``p - 1`` steps use the zero fill (and the start indicators).
-    * Class targets: multinomial logistic regression (scikit-learn's
-      ``LogisticRegression``, lbfgs, inverse regularisation ``C``); real input
-      features are standardised first (the scaling is part of the model).
-      Classes absent from the training targets get probability 0.
+    * Class targets: multinomial logistic regression, scikit-learn's
+      ``LogisticRegression`` objective (L2 with inverse strength ``C``) minimised by
+      L-BFGS with its settings (at most ``max_iter`` iterations, gradient tolerance
+      ``tol``), the loss and gradient summed over blocks of positions; see
+      :func:`fit_logistic_blocks`. Real input features are standardised first (the
+      scaling is part of the model). Classes absent from the training targets get
+      probability 0.
 
-    ``valid`` is not used: both fits are convex and run to their optimum.
+    ``valid`` is not used: both fits are convex and run to their optimum. Both are
+    deterministic; ``random_state`` is accepted for the common interface and not used.
 
     Fitted attributes: ``coef_`` (K, F) and ``intercept_`` (K,) in the original
     feature space (F = :func:`n_tap_features`); ``lag_coef_`` (K, p, V or D), the
@@ -254,6 +284,7 @@ class AutoRegressive(_DelayTapModel):
         fit_intercept: bool = True,
         C: float = 1.0,
         max_iter: int = 200,
+        tol: float = 1e-4,
         start_indicator: bool = True,
         random_state: int | None = None,
     ) -> None:
@@ -262,6 +293,7 @@ class AutoRegressive(_DelayTapModel):
         self.fit_intercept = fit_intercept
         self.C = C
         self.max_iter = max_iter
+        self.tol = tol
         self.start_indicator = start_indicator
         self.random_state = random_state
 
@@ -271,6 +303,7 @@ class AutoRegressive(_DelayTapModel):
         _need(self, isinstance(self.fit_intercept, bool), "fit_intercept", "a bool")
         _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
         _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
+        _need(self, _is_num(self.tol) and self.tol > 0, "tol", "a float > 0")
         seed_of(self.random_state)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
@@ -279,11 +312,10 @@ class AutoRegressive(_DelayTapModel):
             self.coef_, self.intercept_ = least_squares_blocks(
                 self._scored_blocks(data), float(self.alpha), self.fit_intercept)
         else:
-            F, y = self._scored(data)  # (M, F), (M,)
-            self.coef_, self.intercept_ = _fit_logistic(
-                F, y, data.target_size, C=float(self.C), max_iter=self.max_iter,
-                fit_intercept=self.fit_intercept, seed=seed_of(self.random_state),
-                standardise=data.input_kind == "real",
+            self.coef_, self.intercept_ = fit_logistic_blocks(
+                self._scored_parts(data), data.target_size, C=float(self.C),
+                max_iter=self.max_iter, fit_intercept=self.fit_intercept,
+                standardise=data.input_kind == "real", tol=float(self.tol),
             )
         width = self.input_size_
         self.lag_coef_ = self.coef_[:, : self.p * width].reshape(-1, self.p, width)
@@ -310,43 +342,134 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, seed, standardise):
-    """Multinomial logistic regression on F -> (coef (K, F), intercept (K,)) over all
-    ``n_classes`` classes: absent classes get logit -inf (probability 0), and with one
-    class present the model predicts it with probability 1."""
-    import warnings
+#: the feature blocks a logistic fit keeps between its L-BFGS evaluations (32 MiB); blocks
+#: past this budget are built again at every evaluation
+_LOGISTIC_CACHE_BYTES = 32 * 2**20
 
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
 
-    n_feat = F.shape[1]
+def _nbytes(F) -> int:
+    if sparse.issparse(F):
+        return int(F.data.nbytes + F.indices.nbytes + F.indptr.nbytes)
+    return int(F.nbytes)
+
+
+def _fit_logistic(F, y, n_classes, *, C, max_iter, fit_intercept, tol=1e-4):
+    """:func:`fit_logistic_blocks` on the whole of F (M, F) and y (M,) as one block, not
+    standardised."""
+    return fit_logistic_blocks([lambda: (F, y)], n_classes, C=C, max_iter=max_iter,
+                               fit_intercept=fit_intercept, tol=tol)
+
+
+def fit_logistic_blocks(parts, n_classes, *, C=1.0, max_iter=200, fit_intercept=True,
+                        standardise=False, tol=1e-4):
+    """Multinomial logistic regression from blocks of rows -> (coef (K, F), intercept (K,))
+    over all ``n_classes`` classes.
+
+    ``parts`` is a sequence of functions, each building one row block ``(F_b, y_b)`` of the
+    features F (M, F), dense or sparse, and the class ids y (M,); a block may be built many
+    times, so F need never exist whole. The objective is scikit-learn's
+    ``LogisticRegression`` (lbfgs, L2): with the classes present in y (K' of them) and
+    logits ``z = W f + b``,
+
+        L(W, b) = (1/M) sum_m [logsumexp(z_m) - z_m[y_m]] + ||W||^2 / (2 C M)
+
+    (the intercept is not penalised); with two classes present, the binary form
+    ``(1/M) sum_m [log(1 + e^{z_m}) - [y_m = c_1] z_m]`` with one weight vector, mapped
+    to logits (0, z). It is minimised by scipy's L-BFGS-B from zero with scikit-learn's
+    settings (``maxiter=max_iter``, ``gtol=tol``, ``maxls=50``, ``ftol=64 eps``), the loss
+    and its gradient ``(1/M) F'(P - Y) + W / (C M)`` summed block by block, so the optimum
+    is scikit-learn's (to the solver's tolerance). The first blocks, up to
+    ``_LOGISTIC_CACHE_BYTES``, are kept between evaluations; the rest are built again at
+    each. With ``standardise`` the (dense) features are centred and scaled by their mean
+    and (population) standard deviation first (from :func:`block_moments`; constant
+    columns keep scale 1), in place: each call of a part must then return a new array. The
+    weights are mapped back, so the result applies to the raw features.
+    Absent classes get logit -inf (probability 0); with one class present the model
+    predicts it with probability 1.
+    """
+    from scipy import optimize
+    from scipy.special import expit
+
+    def blocks():
+        return (part() for part in parts)
+
+    present, M, n_feat = np.zeros(0, dtype=np.int64), 0, None
+    for F, y in blocks():
+        present = np.union1d(present, np.unique(y))
+        M += len(y)
+        n_feat = F.shape[1]
+        del F, y  # before the next block is built
     coef = np.zeros((n_classes, n_feat))
     intercept = np.full(n_classes, -np.inf)
-    present = np.unique(y)
     if len(present) == 1:
         intercept[present[0]] = 0.0
         return coef, intercept
+    m, s = np.zeros(n_feat), np.ones(n_feat)
     if standardise:  # z = (f - m) / s; logits W z + b = (W / s) f + (b - W m / s)
-        m = F.mean(axis=0)
-        s = F.std(axis=0)
-        s[s == 0] = 1.0
-        Fz = F - m  # one standardised copy of F
-        Fz /= s
-    else:
-        Fz = F
-    lr = LogisticRegression(C=C, max_iter=max_iter, fit_intercept=fit_intercept,
-                            random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        lr.fit(Fz, y)
-    W = lr.coef_  # (n_present, F), or (1, F) with two classes
-    b = np.atleast_1d(lr.intercept_).astype(float) if fit_intercept else np.zeros(len(W))
-    if len(present) == 2:  # binary: logit of class 1 is w f + b; give class 0 logit 0
-        W = np.vstack([np.zeros_like(W[0]), W[0]])
+        m, s = block_moments(lambda: (np.asarray(F) for F, _ in blocks()))
+        s = np.where(s > 0, s, 1.0)
+    code = np.full(n_classes, -1, dtype=np.int64)
+    code[present] = np.arange(len(present))  # class id -> column among the present
+    binary = len(present) == 2
+    K = 1 if binary else len(present)  # weight vectors
+    cache: list = []  # the first blocks, prepared, while they fit the budget
+    room = [_LOGISTIC_CACHE_BYTES]
+
+    def prepared():
+        yield from cache  # kept from an earlier evaluation
+        for j in range(len(cache), len(parts)):
+            F, y = parts[j]()
+            if standardise:  # in place: the part built a new block
+                F -= m
+                F /= s
+            blk = (F, code[y])  # (M_b, F), (M_b,) columns among the present classes
+            if j == len(cache) and _nbytes(F) + y.nbytes <= room[0]:
+                cache.append(blk)
+                room[0] -= _nbytes(F) + y.nbytes
+            yield blk
+
+    n_w = K * n_feat
+
+    def loss_grad(w):
+        W = w[:n_w].reshape(K, n_feat)  # (K, F)
+        b = w[n_w:] if fit_intercept else np.zeros(K)  # (K,)
+        loss, gW, gb = 0.0, np.zeros((K, n_feat)), np.zeros(K)
+        for F, c in prepared():
+            Z = np.asarray(F @ W.T) + b  # (M_b, K) logits
+            if binary:
+                z = Z[:, 0]
+                loss += float(np.sum(np.logaddexp(0.0, z) - (c == 1) * z))  # log(1 + e^z) - y z
+                R = (expit(z) - (c == 1))[:, None]  # dL/dz = sigma(z) - y, (M_b, 1)
+            else:
+                at = (np.arange(len(c)), c)  # z_m[y_m]
+                loss -= float(np.sum(Z[at]))
+                top = Z.max(axis=1, keepdims=True)  # (M_b, 1)
+                R = Z  # in place from here: Z is not needed again
+                R -= top
+                np.exp(R, out=R)  # e^{z - max z}, (M_b, K)
+                total = R.sum(axis=1, keepdims=True)
+                loss += float(np.sum(top) + np.sum(np.log(total)))  # sum of logsumexp(z_m)
+                R /= total  # softmax P
+                R[at] -= 1.0  # dL/dz = P - onehot(y), (M_b, K)
+            gW += np.asarray(F.T @ R).T  # F'(P - Y) -> (K, F)
+            gb += R.sum(axis=0)
+        pen = 1.0 / (C * M)  # the L2 strength of scikit-learn's mean-loss objective
+        loss = loss / M + 0.5 * pen * float(np.sum(W * W))
+        gW = gW / M + pen * W
+        g = np.concatenate([gW.ravel(), gb / M]) if fit_intercept else gW.ravel()
+        return loss, g
+
+    w0 = np.zeros(n_w + (K if fit_intercept else 0))
+    res = optimize.minimize(loss_grad, w0, method="L-BFGS-B", jac=True,
+                            options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
+                                     "ftol": 64 * np.finfo(float).eps})
+    W = res.x[:n_w].reshape(K, n_feat)
+    b = res.x[n_w:] if fit_intercept else np.zeros(K)
+    if binary:  # the logit of the second class is w f + b; the first class gets logit 0
+        W = np.vstack([np.zeros(n_feat), W[0]])
         b = np.array([0.0, b[0]])
-    if standardise:
-        b = b - W @ (m / s)
-        W = W / s
+    b = b - W @ (m / s)  # back to the raw features
+    W = W / s
     coef[present] = W
     intercept[present] = b
     return coef, intercept

@@ -451,7 +451,7 @@ class HiddenMarkov(SeqModel):
                 if data.target_kind == "classes":
                     self.readout_coef_, self.readout_intercept_ = _fit_logistic(
                         feats, y, data.target_size, C=float(self.C), max_iter=500,
-                        fit_intercept=True, seed=seed_of(self.random_state), standardise=False,
+                        fit_intercept=True,
                     )
                 else:
                     self.readout_coef_, self.readout_intercept_ = least_squares(
