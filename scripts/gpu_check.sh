@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # The GPU check, in one call of under 5 minutes on a machine with one CUDA GPU:
-#   1. the card and the software (nvidia-smi, torch, CUDA),
+#   1. the card and the software (nvidia-smi, torch, CUDA; the dtype torch's autocast
+#      gives a cuDNN LSTM under bfloat16, see seqbench.models.torchnet.autocast_rnn_dtype),
 #   2. the GPU tests (tests/test_gpu.py: pytest -m gpu),
 #   3. the GPU rows of the perf session (benchmarks/perf.py --gpu): raw cuDNN step
 #      times at the issue's reference settings, seqbench's overhead on the GPU, 16 small
 #      LSTM jobs through 1 GPU slot versus 4, and stacked training of 16 and 64 members
 #      versus the same jobs one after another.
 # Installs nothing from the network: it runs from this checkout with the python3 that
-# holds torch (PYTHON=... to choose another). Logs and results/perf-gpu-*.md/json go to
-# $OUT when set (the device tool's output folder), else to results/.
+# holds torch (PYTHON=... to choose another). The device image has every package the
+# GPU path imports (torch, numpy, scipy, pandas, scikit-learn, rich, psutil, pytest,
+# pytest-timeout; hmmlearn, filterpy and dask are imported only by other families and
+# executors), so no wheels need to travel. The logs and perf-gpu-*.md/json (4 files)
+# go to $OUT when set (the device tool's output folder), else to results/.
+#
+# The device tool's call (a session lent a GPU). Expected 2-3 minutes; the time limits
+# below (machine 30 s, install 20 s, tests 75 s, perf rows 165 s) add up to 290 s, so the
+# call ends well inside timeout_s=360 and a second try fits in the 15 minutes of device
+# time:
+#   run(command="bash scripts/gpu_check.sh", timeout_s=360)      # no carry needed
+# then give_back unless rerunning at once.
 #
 #   scripts/gpu_check.sh                 # on the GPU machine
 #   scripts/gpu_check.sh --device cpu    # dry run of the same steps on a CPU, tiny sizes
@@ -26,23 +37,36 @@ status=0
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
   || echo "(no nvidia-smi)"
-"$PY" - <<'EOF' || exit 1
+timeout 30 "$PY" - <<'EOF' || exit 1
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available",
       torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available()
       else "")
+if torch.cuda.is_available():
+    print("cudnn", torch.backends.cudnn.version())
+    try:  # seqbench.models.torchnet.autocast_rnn_dtype probes the same
+        lstm = torch.nn.LSTM(4, 4).cuda()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            dtype = lstm(torch.zeros(3, 2, 4, device="cuda"))[0].dtype
+        print("torch.autocast(bfloat16) runs nn.LSTM (cuDNN) in", dtype)
+    except Exception as exc:  # information only
+        print("torch.autocast(bfloat16) with nn.LSTM (cuDNN) failed:", exc)
 EOF
 # seqbench's entry points, when pip can make them here without the network (optional:
 # benchmarks/perf.py registers the built-ins itself when they are missing)
 if [[ "$DEVICE" == cuda ]]; then
-  "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . >/dev/null 2>&1 \
+  timeout 20 "$PY" -m pip install -q --no-deps --no-build-isolation --no-index -e . \
+    >/dev/null 2>&1 \
     && echo "seqbench installed (editable, entry points registered)" \
     || echo "seqbench not installed: running from the checkout"
 fi
 
 echo "== GPU tests"
 if [[ "$DEVICE" == cuda ]]; then
-  timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py 2>&1 \
+  # one stuck test fails alone (pytest-timeout), not the whole step
+  per_test=()
+  "$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout 60)
+  timeout 75 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${per_test[@]}" tests/test_gpu.py 2>&1 \
     | tee "$DEST/gpu-tests.log"
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 else
@@ -52,7 +76,9 @@ fi
 echo "== GPU perf rows"
 quick=()
 [[ "$DEVICE" == cuda ]] || quick=(--quick)
-timeout 220 "$PY" -m benchmarks.perf --gpu --device "$DEVICE" --repeats 3 --out "$DEST" \
+# each row's line is logged as it finishes: if the limit stops the session, the log
+# keeps the rows done
+timeout 165 "$PY" -m benchmarks.perf --gpu --device "$DEVICE" --repeats 3 --out "$DEST" \
   "${quick[@]}" 2>&1 | tee "$DEST/gpu-perf.log"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 

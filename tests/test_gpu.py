@@ -133,3 +133,57 @@ def test_stacked_configurations_on_cuda_match_single_models(graph, seed, exact_f
         sa, sb = a.net_.state_dict(), b.net_.state_dict()
         for key in sa:
             torch.testing.assert_close(sb[key], sa[key], rtol=1e-3, atol=1e-4)
+
+
+def _module_output_dtypes(fit) -> dict[str, set]:
+    """The dtypes of every torch module's tensor outputs during ``fit()``, by module class."""
+    seen: dict[str, set] = {}
+
+    def hook(module, args, out):
+        flat = []
+        for o in out if isinstance(out, tuple) else (out,):
+            flat.extend(o if isinstance(o, tuple) else (o,))
+        seen.setdefault(type(module).__name__, set()).update(
+            t.dtype for t in flat if isinstance(t, torch.Tensor))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        fit()
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_bf16_on_cuda_never_runs_in_float16(seed):
+    """precision="bf16" on CUDA: the input layer and the head in bfloat16, the cuDNN core
+    in bfloat16 where torch's autocast runs it so, else in float32 (autocast has run cuDNN
+    RNNs in float16 whatever dtype it was given: seqbench.models.torchnet's
+    autocast_rnn_dtype); nothing in float16."""
+    from seqbench.models.torchnet import autocast_rnn_dtype
+
+    core = autocast_rnn_dtype(torch.device("cuda"), torch.bfloat16)
+    print("torch.autocast(bfloat16) runs cuDNN's LSTM in", core)
+    model = LSTMModel(hidden_size=32, max_steps=4, eval_every=2, device="cuda",
+                      precision="bf16", random_state=0)
+    model.grad_decay_max_k = 0  # the diagnostic runs without autocast: left out here
+    seen = _module_output_dtypes(lambda: model.fit(_real(seed)))
+    assert seen["LSTM"] == {torch.bfloat16 if core == torch.bfloat16 else torch.float32}
+    assert seen["Linear"] == {torch.bfloat16}  # the input projection and the head
+    assert all(torch.float16 not in dtypes for dtypes in seen.values())
+    assert all(np.isfinite(p["train_loss"]) for p in model.curve_)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_stacked_graph_on_a_device_that_is_not_current(seed):
+    """A stack on cuda:1 while cuda:0 is current (a GPU slot of a two-GPU machine): the
+    graph is captured on the module's device and gives what eager steps give."""
+    params = dict(hidden_size=16, batch_size=32, max_steps=6, eval_every=2, patience=100,
+                  device="cuda:1")
+    train = [_data(seed), _data(seed + 1)]
+    runs = [fit_stacked([LSTMModel(random_state=s, **params) for s in (0, 1)], train,
+                        cuda_graph=graph, warmup=2) for graph in (False, True)]
+    assert torch.cuda.current_device() == 0
+    for eager, graphed in zip(*runs):
+        assert next(graphed.net_.parameters()).device == torch.device("cuda:1")
+        assert [p["train_loss"] for p in graphed.curve_] == pytest.approx(
+            [p["train_loss"] for p in eager.curve_], rel=1e-5)

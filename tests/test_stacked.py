@@ -186,6 +186,38 @@ def test_bf16_autocast_runs_on_cpu_and_only_when_asked(seed):
         assert l16 == pytest.approx(l32, rel=0.02)
 
 
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+def test_single_model_core_runs_in_float32_where_autocast_would_use_float16(
+        kind, seed, monkeypatch):
+    """The single models' bf16 rule (seqbench.models.torchnet.autocast_rnn_dtype: CUDA's
+    autocast runs cuDNN RNNs in float16), exercised on the CPU by making the probe answer
+    float16 there: under bf16 autocast the fused core's states are exactly those of a
+    float32 run of the core on the same input layer output, while the input layer and the
+    head stay in bfloat16; with the CPU's true answer (bfloat16, oneDNN) the core runs in
+    bfloat16."""
+    from seqbench.models import torchnet
+
+    data = _data(seed, kind)
+    torch.manual_seed(seed)
+    net = _build_net("lstm", data.input_kind, data.input_size, 8, 8, 1, data.target_size,
+                     "tanh")
+    x = torch.as_tensor(data.X)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        e = net.inp(x)
+        h_default, _ = net.hidden(x)
+        monkeypatch.setitem(torchnet._RNN_AUTOCAST_DTYPES, ("cpu", torch.bfloat16),
+                            torch.float16)
+        h, (h_T, c_T) = net.hidden(x)
+        out = net.head(h)
+    assert h_default.dtype == torch.bfloat16  # the CPU's autocast: bf16 core
+    assert e.dtype == (torch.float32 if kind == "tokens" else torch.bfloat16)
+    want, (want_h, want_c) = net.core(e.detach().float())  # autocast off: float32
+    assert h.dtype == c_T.dtype == torch.float32
+    torch.testing.assert_close(h, want, rtol=0, atol=0)
+    torch.testing.assert_close((h_T, c_T), (want_h, want_c), rtol=0, atol=0)
+    assert out.dtype == torch.bfloat16  # the head stays under autocast
+
+
 def test_diverged_member_is_reported_alone(seed):
     """A member whose loss overflows gets the DivergedError its single model raises; the
     other member trains as it would alone."""
@@ -227,6 +259,9 @@ def test_bad_inputs_are_rejected(seed):
         fit_stacked([LSTMModel(random_state=s, **_params(tbptt=2)) for s in (0, 1)], [a, a])
     with pytest.raises(SeqbenchError, match="cuda_graph=True needs a CUDA device"):
         fit_stacked(models, [a, a], cuda_graph=True)
+    for warmup in (0, 2.0, True):
+        with pytest.raises(SeqbenchError, match=r"warmup: expected an int >= 1, got"):
+            fit_stacked(models, [a, a], warmup=warmup)
 
 
 @pytest.mark.parametrize("kind", ["tokens", "real"])

@@ -30,6 +30,13 @@ there. Evaluation and prediction take slices of at most 1024 sequences, fewer wh
 long (:func:`eval_rows`: the gate pre-activations of every step of a slice stay within
 ``EVAL_BYTES``), and prediction fills one output array.
 
+Precision: ``precision="bf16"`` runs the training and validation forward passes under
+``torch.autocast(bfloat16)``; the loss is computed in float32. The input projection and
+the head run in bfloat16; the recurrent core too where autocast runs the fused RNN in
+bfloat16 (the CPU), else in float32: torch's autocast has run the cuDNN RNN in float16
+whatever dtype it was asked for (probed once per device by
+:func:`seqbench.models.torchnet.autocast_rnn_dtype`). Prediction runs in float32.
+
 With ``tbptt=U`` the gradient is truncated to U steps: the sequence is processed
 in chunks of U steps, the hidden state carried forward but detached between
 chunks, the chunks' gradients summed, and one optimiser step taken per batch

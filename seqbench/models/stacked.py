@@ -401,7 +401,8 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     decay, clipping threshold, patience, step budget and forget-gate bias); the training
     sets (and the validation sets) must share one shape. ``cuda_graph``:
     ``"auto"`` captures the train step in a CUDA graph on a CUDA device (after ``warmup``
-    eager steps, which are real training steps), ``False`` never, ``True`` requires CUDA.
+    eager steps, which are real training steps; ``warmup >= 1``), ``False`` never,
+    ``True`` requires CUDA.
     """
     import torch
 
@@ -414,6 +415,10 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                             f"got {cuda_graph!r}")
     if cuda_graph is True and device.type != "cuda":
         raise SeqbenchError(f"fit_stacked: cuda_graph=True needs a CUDA device, got {device}")
+    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 1):
+        # a capture must follow eager steps on its stream: they create what a capture
+        # cannot (cuBLAS's handle and workspace for that stream, autograd's lazy state)
+        raise SeqbenchError(f"fit_stacked: warmup: expected an int >= 1, got {warmup!r}")
     use_graph = device.type == "cuda" and cuda_graph in (True, "auto")
     data0 = datas[0]
     for model, data in zip(models, datas):
@@ -506,9 +511,12 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
                 if graph is None:
                     opt.zero_grad()
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
+                    # captured on the warm-up stream, which lives on the module's device:
+                    # torch.cuda.graph's own capture stream is made once per process on
+                    # whatever device is current then (cuda:0 for a job on cuda:1)
+                    with torch.cuda.graph(graph, stream=side):
                         train_step()
-                graph.replay()
+                graph.replay()  # on the capture device's current stream
             step += 1
             # a member is evaluated every eval_every steps and at the end of its budget
             due = [not done[m] and (step % proto.eval_every == 0 or step >= budgets[m])
