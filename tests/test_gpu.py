@@ -187,3 +187,22 @@ def test_stacked_graph_on_a_device_that_is_not_current(seed):
         assert next(graphed.net_.parameters()).device == torch.device("cuda:1")
         assert [p["train_loss"] for p in graphed.curve_] == pytest.approx(
             [p["train_loss"] for p in eager.curve_], rel=1e-5)
+
+
+def test_same_seed_same_numbers_on_cuda(seed):
+    """The same seed on the same device gives the same numbers: a single model twice, bit
+    for bit; a stack twice, to rounding only (its embedding gradient is summed with atomic
+    adds, whose order can vary)."""
+    params = dict(hidden_size=16, batch_size=32, max_steps=12, eval_every=3, device="cuda")
+    data, valid = _data(seed), _data(seed + 1, N=40)
+    a, b = (LSTMModel(random_state=0, **params).fit(data, valid) for _ in range(2))
+    assert a.curve_ == b.curve_
+    for key, value in a.net_.state_dict().items():
+        assert torch.equal(value, b.net_.state_dict()[key]), key
+    np.testing.assert_array_equal(a.predict_proba(valid.X), b.predict_proba(valid.X))
+    runs = [fit_stacked([LSTMModel(random_state=s, **params) for s in (0, 1)],
+                        [data, _data(seed + 2)], [valid, valid], cuda_graph=True, warmup=2)
+            for _ in range(2)]
+    for x, y in zip(*runs):
+        assert [p["valid_loss"] for p in x.curve_] == pytest.approx(
+            [p["valid_loss"] for p in y.curve_], rel=1e-5)

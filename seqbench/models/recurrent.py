@@ -58,6 +58,7 @@ on request by :meth:`RecurrentModel.diagnostics`, never inside the training loop
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -68,19 +69,38 @@ from .base import SeqModel, seed_of
 
 
 def resolve_device(device: str):
-    """``"auto"`` -> the first CUDA device when there is one, else the CPU."""
+    """``"auto"`` -> the first CUDA device when there is one, else the CPU.
+
+    For a CUDA device, ``CUBLAS_WORKSPACE_CONFIG`` is set to ``:4096:8`` unless it is set
+    already: with cuBLAS's default workspaces the order of a reduction (and so the
+    rounding) can change between runs (torch's reproducibility notes); the variable is
+    read when cuBLAS starts in the process, so it holds for jobs that are the first to use
+    CUDA there, as in seqbench's worker processes."""
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise SeqbenchError(
-            f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SeqbenchError(f"device: {device!r} asked for, but torch sees no CUDA device")
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise SeqbenchError(
+                f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from exc
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise SeqbenchError(f"device: {device!r} asked for, but torch sees no CUDA device")
+    if dev.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return dev
+
+
+def current_device(device):
+    """A context in which ``device`` is torch's current CUDA device (nothing on the CPU), so
+    that what torch makes on the current device (cuBLAS handles, streams, a CUDA graph's
+    capture stream) is made on the job's GPU, not on cuda:0, when a job runs on another
+    GPU of the machine."""
+    import torch
+
+    return torch.cuda.device(device) if device.type == "cuda" else _nullcontext()
 
 
 def _build_net(cell: str, input_kind: str, input_size: int, embed_size: int, hidden_size: int,
@@ -431,11 +451,15 @@ class RecurrentModel(SeqModel):
         return float(total) / max(int(mask.sum()), 1)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
+        self._check_params()
+        device = resolve_device(self.device)
+        with current_device(device):
+            self._fit_on(data, valid, device)
+
+    def _fit_on(self, data: SeqData, valid: SeqData | None, device) -> None:
         import torch
 
-        self._check_params()
         seed = seed_of(self.random_state)
-        device = resolve_device(self.device)
         embed = self.embed_size or self.hidden_size
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

@@ -63,7 +63,14 @@ import numpy as np
 from ..data import SeqData
 from ..errors import DivergedError, IncompatibleError, SeqbenchError
 from .base import seed_of
-from .recurrent import LSTMModel, _build_net, _nullcontext, gradient_decay, resolve_device
+from .recurrent import (
+    LSTMModel,
+    _build_net,
+    _nullcontext,
+    current_device,
+    gradient_decay,
+    resolve_device,
+)
 
 #: The parameters in which the members of one stack may differ (each member trains with
 #: its own value); every other parameter must be the same for all members.
@@ -402,14 +409,21 @@ def fit_stacked(models: list[LSTMModel], datas: list[SeqData],
     sets (and the validation sets) must share one shape. ``cuda_graph``:
     ``"auto"`` captures the train step in a CUDA graph on a CUDA device (after ``warmup``
     eager steps, which are real training steps; ``warmup >= 1``), ``False`` never,
-    ``True`` requires CUDA.
+    ``True`` requires CUDA. On a CUDA device it runs with that device current
+    (:func:`~seqbench.models.recurrent.current_device`).
     """
+    _check(models, datas, valids, shape)
+    device = resolve_device(models[0].device)
+    with current_device(device):
+        return _fit_stacked(models, datas, valids, device, cuda_graph, warmup)
+
+
+def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]:
+    """:func:`fit_stacked` once its inputs are checked and its device resolved."""
     import torch
 
-    _check(models, datas, valids, shape)
     M = len(models)
     proto = models[0]
-    device = resolve_device(proto.device)
     if cuda_graph not in (True, False, "auto"):
         raise SeqbenchError(f"fit_stacked: cuda_graph: expected True, False or 'auto', "
                             f"got {cuda_graph!r}")
