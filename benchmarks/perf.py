@@ -36,7 +36,8 @@ Rows (``--rows``, comma-separated; default all CPU rows):
   :func:`seqbench.testing.dataset_copies` (configurations ``COPIES_MODELS``: tiny
   training budgets, the LDS in chunks of 250 sequences), the last step scored; for AR
   and the MLP also with every step scored, where the delay-tap design matrix is large,
-  and for AR once more with class targets (the logistic regression).
+  and for AR once more with class targets (the logistic regression); then AR and the MLP
+  on token inputs (X (200000, 100) over 8 tokens), class targets, every step scored.
   Target < 1 extra copy.
 
 GPU rows (``--gpu``, or ``--rows gpu-...``; need CUDA unless ``--device cpu`` is given
@@ -601,6 +602,11 @@ COPIES_NOTES = {
     "ar synced classes": "; three classes, 3 L-BFGS iterations: loss and gradient summed "
                          "over blocks at every evaluation, the first 32 MiB of blocks kept; "
                          "the design matrix ({design:.2f} splits) is never built whole",
+    "ar synced classes tokens": "; 8 tokens, three classes, 3 L-BFGS iterations; the sparse "
+                                "design matrix ({design:.2f} splits) is never built whole",
+    "mlp synced classes tokens": "; 8 tokens, three classes; no index of the positions (every "
+                                 "step scored), an int32 epoch order; the sparse design "
+                                 "matrix would be {design:.2f} splits",
 }
 
 
@@ -609,27 +615,37 @@ def copies_rows(quick: bool):
     from seqbench.testing import COPIES_MODELS, dataset_copies
 
     n, T, D = (500, 100, 40) if quick else (10000, 100, 40)
-    cases = [(fam, "many-to-one", "real") for fam in COPIES_MODELS]
-    cases += [("ar", "many-to-many-synced", "real"), ("mlp", "many-to-many-synced", "real"),
-              ("ar", "many-to-many-synced", "classes")]
+    cases = [(fam, "many-to-one", "real", "real") for fam in COPIES_MODELS]
+    cases += [("ar", "many-to-many-synced", "real", "real"),
+              ("mlp", "many-to-many-synced", "real", "real"),
+              ("ar", "many-to-many-synced", "classes", "real"),
+              ("ar", "many-to-many-synced", "classes", "tokens"),
+              ("mlp", "many-to-many-synced", "classes", "tokens")]
     rows = []
-    for fam, shape, targets in cases:
+    for fam, shape, targets, inputs in cases:
         name = fam if shape == "many-to-one" else f"{fam} synced"
         name += " classes" if targets == "classes" else ""
+        name += " tokens" if inputs == "tokens" else ""
+        size = dict(n=20 * n, T=T, D=8) if inputs == "tokens" else dict(n=n, T=T, D=D)
         try:
-            r = dataset_copies(fam, COPIES_MODELS[fam], n=n, T=T, D=D, shape=shape,
-                               targets=targets)
+            r = dataset_copies(fam, COPIES_MODELS[fam], shape=shape, targets=targets,
+                               inputs=inputs, **size)
         except Exception as exc:  # noqa: BLE001 - one family must not hide the others
             rows.append(unavailable(f"dataset copies {name}",
                                     f"{type(exc).__name__}: {exc}".splitlines()[0][:150]))
             continue
         p = COPIES_MODELS[fam].get("p", 0)
-        design = n * T * (p * D + p - 1) * 8 / r["split_bytes"]  # every step scored
+        if inputs == "tokens":  # CSR: a float64 value and an int32 index per tap
+            design = size["n"] * T * p * 12 / r["split_bytes"]
+            x = f"X {size['n']}x{T} int64 tokens"
+        else:
+            design = n * T * (p * D + p - 1) * 8 / r["split_bytes"]  # every step scored
+            x = f"X {n}x{T}x{D} float64"
         note = COPIES_NOTES.get(name, "").format(design=design)
         rows.append(row(f"dataset copies {name}", r["fit_copies"], "< 1 extra copy",
                         r["fit_copies"] < 1,
                         f"peak RSS growth in fit {r['fit_growth'] / 2**20:.0f} MiB / split "
-                        f"{r['split_bytes'] / 2**20:.0f} MiB (X {n}x{T}x{D} float64, "
+                        f"{r['split_bytes'] / 2**20:.0f} MiB ({x}, "
                         f"{'last step' if shape == 'many-to-one' else 'every step'} scored); "
                         f"predict {r['predict_copies']:.2f}" + note, unit="copies"))
     return rows

@@ -269,16 +269,28 @@ COPIES_MODELS: dict[str, dict] = {
 
 
 def copies_data(n: int, T: int, D: int, shape: str = "many-to-one", seed: int = 0,
-                targets: str = "real") -> SeqData:
-    """A synthetic split of real inputs for :func:`dataset_copies`: X (n, T, D) float64,
-    standard normal plus 2 in alternate blocks of 20 steps (two regimes, so an HMM's
-    k-means initialisation converges in a few iterations), and the mask of ``shape``.
-    Targets: ``"real"``, Y (n, T, 1) = X[..., 0] / 2 plus noise; ``"classes"``, Y (n, T)
-    = [x_0 + noise > 1] + [x_1 > 2], three classes. X is most of the split's bytes when D
-    is large."""
+                targets: str = "real", inputs: str = "real") -> SeqData:
+    """A synthetic split for :func:`dataset_copies`, in two regimes that alternate every 20
+    steps (so an HMM's k-means initialisation converges in a few iterations), with the
+    mask of ``shape``. Inputs: ``"real"``, X (n, T, D) float64, standard normal plus 2 in
+    the second regime (X is most of the split's bytes when D is large); ``"tokens"``, X
+    (n, T) int64 uniform on a vocabulary of D, shifted by D // 2 (mod D) in the second
+    regime. Targets: ``"real"``, Y (n, T, 1) = x_0 / 2 plus noise; ``"classes"``, Y (n, T),
+    three classes: [x_0 + noise > 1] + [x_1 > 2] for real inputs, (x + [noise > 1]) mod 3
+    for tokens."""
     rng = np.random.default_rng(seed)
+    regime2 = (np.arange(n)[:, None] + np.arange(T)[None, :] // 20) % 2 == 1  # (N, T)
+    if inputs == "tokens":
+        X = rng.integers(0, D, size=(n, T))  # (N, T)
+        X[regime2] = (X[regime2] + D // 2) % D
+        noise = rng.standard_normal((n, T))
+        if targets == "classes":
+            Y = (X + (noise > 1)) % 3  # (N, T) ids 0-2
+            return SeqData(X, Y, shape_mask(shape, n, T), input_size=D, target_size=3)
+        Y = (0.5 * X + 0.1 * noise)[..., None]  # (N, T, 1)
+        return SeqData(X, Y, shape_mask(shape, n, T), input_size=D)
     X = rng.standard_normal((n, T, D))  # (N, T, D)
-    X[(np.arange(n)[:, None] + np.arange(T)[None, :] // 20) % 2 == 1] += 2.0  # regime 2
+    X[regime2] += 2.0  # regime 2
     noise = rng.standard_normal((n, T))  # (N, T)
     if targets == "classes":
         Y = (X[..., 0] + noise > 1).astype(np.int64) + (X[..., 1] > 2)  # (N, T) ids 0-2
@@ -325,12 +337,13 @@ def peak_reset_unavailable() -> str | None:
 
 def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: int = 100,
                    D: int = 40, shape: str = "many-to-one", seed: int = 0,
-                   targets: str = "real", predict: bool = True,
+                   targets: str = "real", inputs: str = "real", predict: bool = True,
                    timeout: float = 600) -> dict:
     """How many copies of its split a model holds on the host while it fits and predicts.
 
     In a fresh interpreter (so nothing of an earlier measurement remains), with one
-    BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D, ``targets``), fit and
+    BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D, ``targets``, ``inputs``),
+    fit and
     predict once on a 16-sequence split of the same T and D (libraries loaded, caches
     warmed), then fit
     ``make_model(model, **params)`` on the split and predict its X, each inside a
@@ -350,7 +363,7 @@ def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: 
     import sys
 
     spec = {"model": model, "params": params or {}, "n": n, "T": T, "D": D, "shape": shape,
-            "seed": seed, "targets": targets, "predict": predict}
+            "seed": seed, "targets": targets, "inputs": inputs, "predict": predict}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
            "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -382,10 +395,10 @@ def _dataset_copies_child() -> None:
 
         torch.set_num_threads(1)
     small = copies_data(16, spec["T"], spec["D"], spec["shape"], spec["seed"] + 1,
-                        spec["targets"])
+                        spec["targets"], spec["inputs"])
     make().fit(small).predict(small.X)  # imports, one-time initialisation
     data = copies_data(spec["n"], spec["T"], spec["D"], spec["shape"], spec["seed"],
-                       spec["targets"])
+                       spec["targets"], spec["inputs"])
     del small
     model = make()
     out = {"split_bytes": data.nbytes(), "predict_growth": None, "output_bytes": None}

@@ -239,7 +239,7 @@ def test_logistic_ar_is_sklearns_logistic_regression(rng, monkeypatch, kind, n_c
 
     data = _logistic_case(rng, kind, n_classes)
     p = 3
-    monkeypatch.setattr(ar, "_CHUNK_ENTRIES", 200)  # blocks of a few sequences
+    monkeypatch.setattr(ar, "_CHUNK_BYTES", 2000)  # blocks of a few sequences
     monkeypatch.setattr(ar, "_LOGISTIC_CACHE_BYTES", 5000)  # a few kept, most rebuilt
     model = AutoRegressive(p=p)
     assert len(model.fit(data)._scored_parts(data)) > 10

@@ -25,16 +25,18 @@ Features are built only for the positions needed: the scored positions
 steps.
 
 Memory. The design matrix has ``p * D (+ p - 1)`` float64 columns per position (tokens:
-``p`` stored entries), about p copies of the inputs where every step is scored. Predict
-builds it for blocks of whole sequences of about ``_CHUNK_ENTRIES`` entries (16 MiB; at
-least one sequence). The AR fit for real targets sums the normal equations over blocks
-of at most that many entries (:func:`least_squares_blocks`), so its design matrix never
-exists whole. The MLP builds the features of a run of whole mini-batches at a time (one
-``partial_fit`` each) and takes its standardisation and validation loss over blocks.
-The logistic AR (class targets) sums its loss and gradient over the same blocks at every
-L-BFGS evaluation (:func:`fit_logistic_blocks`), keeping the first 32 MiB of them between
-evaluations. Blocks are runs of whole sequences, so not even the positions' indices exist
-whole.
+``p`` stored entries), about p copies of the inputs where every step is scored, so it is
+never built whole. Features are built for blocks of whole sequences of about
+``_CHUNK_BYTES`` (16 MiB of features and what building them takes; at least one
+sequence). Predict reduces each block to its output (probabilities, or class ids for
+``predict``) before the next. The AR fit for real targets sums the normal equations over
+blocks (:func:`least_squares_blocks`); the logistic AR (class targets) sums its loss and
+gradient over them at every L-BFGS evaluation (:func:`fit_logistic_blocks`), keeping the
+first 32 MiB of blocks between evaluations. Blocks are runs of whole sequences, so not
+even the positions' indices exist whole. The MLP builds the features of a run of whole
+mini-batches at a time (one ``partial_fit`` each), in an order shuffled over the scored
+positions, whose flat indices (int32) it holds, unless every step is scored; its
+standardisation and validation loss are taken over blocks.
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ from ..data import SeqData
 from ..errors import SeqbenchError
 from .base import SeqModel, block_moments, seed_of, sequence_moments
 
-#: the largest feature block (positions x entries) built at once: predict, AR fit (16 MiB)
-_CHUNK_ENTRIES = 2**21
+#: the feature block built at once (predict, AR fit, the MLP's runs of mini-batches), in
+#: bytes of working memory: see :meth:`_DelayTapModel._position_bytes`
+_CHUNK_BYTES = 16 * 2**20
+#: working bytes per stored one-hot tap entry: the CSR matrix's value and index (12) plus
+#: what building it takes (the step index, the token gathered, the column)
+_SPARSE_ENTRY_BYTES = 32
 
 
 def delay_taps(
@@ -67,28 +73,29 @@ def delay_taps(
 
     Row m holds taps ``k = 0..p-1`` of sequence ``rows[m]``: ``x_{t-k}`` with
     ``t = cols[m]``. Tokens ((N, T) ints, vocabulary ``input_size``) give a CSR
-    matrix (M, p * V) of one-hot taps, all-zero for taps before the start. Real
+    matrix (M, p * V) of one-hot taps, all-zero for taps before the start (stored as
+    explicit zeros: every row holds exactly p entries). Real
     inputs ((N, T, D) floats) give a dense (M, p * D) array, taps before the start
     zero-filled, followed by ``p - 1`` before-start indicators (taps 1..p-1) when
     ``start_indicator`` is true.
     """
     rows = np.asarray(rows, dtype=np.intp)
-    cols = np.asarray(cols, dtype=np.intp)
     M = rows.shape[0]
-    src = cols[:, None] - np.arange(p)  # (M, p): the step read by tap k, t - k
+    step = np.int32 if X.shape[1] < 2**31 else np.intp  # the steps' index type
+    src = np.asarray(cols, dtype=step)[:, None] - np.arange(p, dtype=step)  # (M, p): t - k
     inside = src >= 0  # (M, p): tap k lies inside the sequence
-    src = np.maximum(src, 0)
+    np.maximum(src, 0, out=src)
     if X.ndim == 2:  # tokens
         V = int(input_size)
-        tok = X[rows[:, None], src]  # (M, p)
-        col = (np.arange(p) * V + tok)[inside]  # one-hot column of x_{t-k} in block k
-        # row-major order: row m's columns come in tap order, so they are already sorted
-        indptr = np.zeros(M + 1, dtype=np.int64)
-        np.cumsum(inside.sum(axis=1), out=indptr[1:])  # (M + 1,) row m: indptr[m]:[m + 1]
-        idx = np.int32 if p * V < 2**31 and len(col) < 2**31 else np.int64
+        idx = np.int32 if p * V < 2**31 and M * p < 2**31 else np.int64
+        col = X[rows[:, None], src].astype(idx, copy=False)  # (M, p) x_{t-k}
+        del src
+        col += (np.arange(p) * V).astype(idx)  # one-hot column of x_{t-k} in block k
+        # exactly p stored entries per row, in tap order (so sorted): 1 for a tap inside
+        # the sequence, an explicit 0 (a zero vector's worth) for a tap before the start
         return sparse.csr_matrix(
-            (np.ones(len(col)), col.astype(idx), indptr.astype(idx)), shape=(M, p * V)
-        )
+            (inside.astype(np.float64).ravel(), col.ravel(),
+             np.arange(0, M * p + 1, p, dtype=idx)), shape=(M, p * V))
     D = X.shape[2]
     extra = p - 1 if start_indicator and p > 1 else 0
     out = np.empty((M, p * D + extra))  # filled in place, tap by tap
@@ -179,6 +186,23 @@ def least_squares_blocks(blocks, alpha: float = 0.0, fit_intercept: bool = True)
     return W.T, b  # (K, F), (K,)
 
 
+def scored_positions(mask: np.ndarray, block: int = 2**20) -> np.ndarray:
+    """The flat indices ``t + T n`` of the True entries of ``mask`` (N, T), in row-major
+    order (``np.flatnonzero``), as int32 when they fit (half the bytes of int64: for tokens
+    with every step scored, int64 indices alone weigh as much as X), built a block of
+    about ``block`` entries at a time so no int64 copy of them is ever whole."""
+    N, T = mask.shape
+    dtype = np.int32 if mask.size < 2**31 else np.int64
+    out = np.empty(int(mask.sum()), dtype=dtype)
+    rows = max(1, block // max(T, 1))
+    at = 0
+    for a in range(0, N, rows):
+        f = np.flatnonzero(mask[a:a + rows]) + a * T  # (m,) int64, one block
+        out[at:at + len(f)] = f
+        at += len(f)
+    return out
+
+
 class _DelayTapModel(SeqModel):
     """Shared window code: features at scored positions in fit, chunked prediction."""
 
@@ -192,20 +216,22 @@ class _DelayTapModel(SeqModel):
         return delay_taps(X, self.p, self.input_size_, rows, cols,
                           start_indicator=self.start_indicator)
 
-    def _entries(self) -> int:
-        """Stored feature entries per position: p one-hot taps (sparse), or every column."""
+    def _position_bytes(self) -> int:
+        """Working bytes of one position's features: its p one-hot taps (sparse; what
+        building them takes included), or every float64 column."""
         if self.input_kind_ == "tokens":
-            return self.p
-        return n_tap_features(self.p, self.input_kind_, self.input_size_, self.start_indicator)
+            return self.p * _SPARSE_ENTRY_BYTES
+        return 8 * n_tap_features(self.p, self.input_kind_, self.input_size_,
+                                  self.start_indicator)
 
     def _scored_spans(self, data: SeqData) -> list[tuple[int, int]]:
         """Runs of whole sequences ``[a, b)`` whose scored positions hold at most
-        ``_CHUNK_ENTRIES`` feature entries (a single sequence over that budget is a run of
-        its own), covering every sequence with a scored position."""
-        per_seq = data.mask.sum(axis=1) * self._entries()  # (N,) entries per sequence
+        ``_CHUNK_BYTES`` of features (a single sequence over that budget is a run of its
+        own), covering every sequence with a scored position."""
+        per_seq = data.mask.sum(axis=1) * self._position_bytes()  # (N,) bytes per sequence
         spans, a, total = [], 0, 0
         for i, e in enumerate(per_seq.tolist()):
-            if total and total + e > _CHUNK_ENTRIES:
+            if total and total + e > _CHUNK_BYTES:
                 spans.append((a, i))
                 a, total = i, 0
             total += e
@@ -221,8 +247,8 @@ class _DelayTapModel(SeqModel):
         return self._features(data.X, r, c), data.Y[r, c]  # (M_b, F), (M_b,) or (M_b, K)
 
     def _scored_parts(self, data: SeqData) -> list:
-        """One function per block of whole sequences of at most ``_CHUNK_ENTRIES`` feature
-        entries (see :meth:`_scored_spans`), building the features and targets at its
+        """One function per block of whole sequences of at most ``_CHUNK_BYTES`` of
+        features (see :meth:`_scored_spans`), building the features and targets at its
         scored positions, so neither the design matrix nor the positions' indices ever
         exist whole (for :func:`fit_logistic_blocks`)."""
         return [functools.partial(self._span_block, data, span)
@@ -234,20 +260,30 @@ class _DelayTapModel(SeqModel):
         parts = self._scored_parts(data)
         return lambda: (part() for part in parts)
 
-    def _map_steps(self, X: np.ndarray, fn, width: int) -> np.ndarray:
-        """Apply ``fn`` (features (M, F) -> outputs (M, width)) at every step, in chunks of
-        sequences; returns (N, T, width)."""
+    def _map_steps(self, X: np.ndarray, fn, width: int | None, dtype=np.float64) -> np.ndarray:
+        """Apply ``fn`` (features (M, F) -> outputs (M, width), or (M,) when ``width`` is
+        None) at every step, in chunks of sequences; returns (N, T, width) or (N, T) of
+        ``dtype``, filled chunk by chunk (no whole intermediate)."""
         N, T = X.shape[:2]
-        per_seq = T * self._entries()
-        chunk = max(1, _CHUNK_ENTRIES // max(per_seq, 1))
-        out = np.empty((N, T, width))
+        per_seq = T * self._position_bytes()
+        chunk = max(1, _CHUNK_BYTES // max(per_seq, 1))
+        shape = (N, T) if width is None else (N, T, width)
+        out = np.empty(shape, dtype=dtype)
         steps = np.arange(T)
         for s in range(0, N, chunk):
             n = min(chunk, N - s)
             rows = np.repeat(np.arange(s, s + n), T)
             cols = np.tile(steps, n)
-            out[s:s + n] = np.asarray(fn(self._features(X, rows, cols))).reshape(n, T, width)
+            out[s:s + n] = np.asarray(fn(self._features(X, rows, cols))).reshape(n, *shape[1:])
         return out
+
+    def _map_predict(self, X: np.ndarray, fn) -> np.ndarray:
+        """``predict`` from ``fn`` (features -> per-class scores or real outputs (M, K)):
+        the class of the highest score, taken chunk by chunk ((N, T) ids), or the outputs
+        (N, T, K)."""
+        if self.target_kind_ == "classes":
+            return self._map_steps(X, lambda F: np.argmax(fn(F), axis=-1), None, np.int64)
+        return self._map_steps(X, fn, self.target_size_)
 
 
 class AutoRegressive(_DelayTapModel):
@@ -324,12 +360,11 @@ class AutoRegressive(_DelayTapModel):
         return np.asarray(F @ self.coef_.T) + self.intercept_  # (M, K)
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
-        logits = self._map_steps(X, self._linear, self.target_size_)  # (N, T, K)
-        return _softmax(logits)
+        return self._map_steps(X, lambda F: _softmax(self._linear(F)),
+                               self.target_size_)  # (N, T, K)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = self._map_steps(X, self._linear, self.target_size_)  # (N, T, K)
-        return out.argmax(-1) if self.target_kind_ == "classes" else out
+        return self._map_predict(X, self._linear)  # (N, T) ids or (N, T, K)
 
     def n_parameters(self) -> int:
         return int(self.coef_.size + (self.intercept_.size if self.fit_intercept else 0))
@@ -571,8 +606,12 @@ class FeedForward(_DelayTapModel):
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
         self._check_params()
-        rows, cols = np.nonzero(data.mask)  # the scored positions, (M,) each
-        M = len(rows)
+        # the flat indices of the scored positions (M,); none needed when every step is
+        # scored: position i is then step i % T of sequence i // T
+        every = bool(data.mask.all())
+        flat = None if every else scored_positions(data.mask)
+        M, T = data.mask.size if every else len(flat), data.mask.shape[1]
+        order_dtype = np.int32 if M < 2**31 else np.int64
         classes = data.target_kind == "classes"
         self.x_mean_ = self.x_scale_ = None
         if data.input_kind == "real":  # over the scored positions' features, by blocks
@@ -582,11 +621,11 @@ class FeedForward(_DelayTapModel):
             self.y_mean_, s = sequence_moments(data.Y, data.mask)
             self.y_scale_ = np.where(s > 0, s, 1.0)
         B = min(self.batch_size, M)
-        # the features of a run of whole mini-batches (about _CHUNK_ENTRIES entries) at a
+        # the features of a run of whole mini-batches (about _CHUNK_BYTES) at a
         # time, one partial_fit on it: scikit-learn, not shuffling, takes one Adam step per
         # batch of B in order, as if it had the whole design matrix in this order; the
         # design matrix of all the scored positions never exists whole
-        chunk = B * max(1, _CHUNK_ENTRIES // (self._entries() * B))
+        chunk = B * max(1, _CHUNK_BYTES // (self._position_bytes() * B))
         common = dict(hidden_layer_sizes=tuple(self.hidden_sizes), activation=self.activation,
                       solver="adam", alpha=float(self.alpha), batch_size=B,
                       learning_rate_init=float(self.lr),
@@ -598,8 +637,9 @@ class FeedForward(_DelayTapModel):
         def steps(idx) -> float:
             """Adam steps on the positions ``idx``, B at a time; their mean loss (with the
             L2 term)."""
-            F = self._prepare(self._features(data.X, rows[idx], cols[idx]))  # (C, F)
-            y = data.Y[rows[idx], cols[idx]]  # (C,) ids or (C, K)
+            rows, cols = np.divmod(idx if flat is None else flat[idx], T)  # (C,) each
+            F = self._prepare(self._features(data.X, rows, cols))  # (C, F)
+            y = data.Y[rows, cols]  # (C,) ids or (C, K)
             if classes:
                 net.partial_fit(F, y, classes=np.arange(data.target_size))
             else:
@@ -615,7 +655,8 @@ class FeedForward(_DelayTapModel):
             # an epoch's last batch may be short: scikit-learn then clips batch_size to it
             warnings.filterwarnings("ignore", message="Got `batch_size` less than 1")
             for epoch in range(1, self.max_iter + 1):
-                perm = rng.permutation(M)  # reshuffled every epoch
+                perm = np.arange(M, dtype=order_dtype)  # rng.permutation(M), in int32
+                rng.shuffle(perm)  # reshuffled every epoch
                 total = 0.0
                 for s in range(0, M, chunk):
                     idx = perm[s:s + chunk]
@@ -652,8 +693,7 @@ class FeedForward(_DelayTapModel):
         return self._map_steps(X, self._outputs, self.target_size_)  # (N, T, K)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = self._map_steps(X, self._outputs, self.target_size_)  # (N, T, K)
-        return out.argmax(-1) if self.target_kind_ == "classes" else out
+        return self._map_predict(X, self._outputs)  # (N, T) ids or (N, T, K)
 
     def n_parameters(self) -> int:
         return int(sum(w.size for w in self.net_.coefs_)
