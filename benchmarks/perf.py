@@ -36,8 +36,9 @@ Rows (``--rows``, comma-separated; default all CPU rows):
   :func:`seqbench.testing.dataset_copies` (configurations ``COPIES_MODELS``: tiny
   training budgets, the LDS in chunks of 250 sequences), the last step scored; for AR
   and the MLP also with every step scored, where the delay-tap design matrix is large,
-  and for AR once more with class targets (the logistic regression); then AR and the MLP
-  on token inputs (X (200000, 100) over 8 tokens), class targets, every step scored.
+  and for AR once more with class targets (the logistic regression); then AR, the MLP,
+  the LSTM and the HMM on token inputs (X (200000, 100) over 8 tokens), class targets,
+  every step scored (the HMM also the last step only).
   Target < 1 extra copy.
 
 GPU rows (``--gpu``, or ``--rows gpu-...``; need CUDA unless ``--device cpu`` is given
@@ -620,7 +621,10 @@ def copies_rows(quick: bool):
               ("mlp", "many-to-many-synced", "real", "real"),
               ("ar", "many-to-many-synced", "classes", "real"),
               ("ar", "many-to-many-synced", "classes", "tokens"),
-              ("mlp", "many-to-many-synced", "classes", "tokens")]
+              ("mlp", "many-to-many-synced", "classes", "tokens"),
+              ("lstm", "many-to-many-synced", "classes", "tokens"),
+              ("hmm", "many-to-many-synced", "classes", "tokens"),
+              ("hmm", "many-to-one", "classes", "tokens")]
     rows = []
     for fam, shape, targets, inputs in cases:
         name = fam if shape == "many-to-one" else f"{fam} synced"

@@ -444,10 +444,10 @@ class HiddenMarkov(SeqModel):
             self.hmms_ = [model]
             self.train_loglik_.append(ll)
             self.restart_logliks_.append(lls)
-            if mode == "readout":
-                rows, cols = np.nonzero(data.mask)
-                feats = self._state_estimate(model, data.X, self.decode_)[rows, cols]  # (M, S)
-                y = data.Y[rows, cols]
+            if mode == "readout":  # state estimates at the scored steps, rows chunk by chunk
+                feats = self._by_rows_scored(
+                    data, lambda x: self._state_estimate(model, x, self.decode_))  # (M, S)
+                y = data.Y[data.mask]  # (M,) in the same row-major order
                 if data.target_kind == "classes":
                     self.readout_coef_, self.readout_intercept_ = _fit_logistic(
                         feats, y, data.target_size, C=float(self.C), max_iter=500,
@@ -457,6 +457,15 @@ class HiddenMarkov(SeqModel):
                     self.readout_coef_, self.readout_intercept_ = least_squares(
                         feats, y, float(self.alpha))
 
+    def _by_rows_scored(self, data: SeqData, fn) -> np.ndarray:
+        """``fn`` (rows of X -> (n, T, S)) at the scored steps of ``data``, in row-major order
+        ((M, S), as ``fn(X)[mask]``), chunk by chunk of rows (see :meth:`_by_rows`)."""
+        N, T = data.X.shape[:2]
+        S = max(m.n_components for m in self.hmms_ if m is not None)
+        rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * 4 * S))
+        parts = [fn(data.X[s:s + rows])[data.mask[s:s + rows]] for s in range(0, N, rows)]
+        return np.concatenate(parts)
+
     def _count(self, data: SeqData):
         """Supervised estimate with the classes as states (see the module docstring)."""
         from hmmlearn import hmm
@@ -464,15 +473,26 @@ class HiddenMarkov(SeqModel):
         K = data.target_size
         pc = float(self.pseudocount)
         X, Y, m = data.X, data.Y, data.mask
+        N = len(X)
+        step = max(1, EMISSION_CHUNK_BYTES // max(X[:1].nbytes, 1))  # rows: ~16 MiB of X
+        blocks = [slice(s, s + step) for s in range(0, N, step)]  # counted block by block
         start = np.bincount(Y[m[:, 0], 0], minlength=K) + pc  # (K,) counts of z_1
-        pair = m[:, :-1] & m[:, 1:]  # (N, T-1) consecutive scored steps
         trans = np.full((K, K), pc)
-        np.add.at(trans, (Y[:, :-1][pair], Y[:, 1:][pair]), 1.0)  # counts of z_{t-1} -> z_t
-        y = Y[m]  # (M,)
+        n_c = np.zeros(K, dtype=np.int64)  # scored steps per class
+        for b in blocks:
+            Yb, mb = Y[b], m[b]
+            pair = mb[:, :-1] & mb[:, 1:]  # (n, T-1) consecutive scored steps
+            code = Yb[:, :-1][pair] * K + Yb[:, 1:][pair]  # z_{t-1} K + z_t
+            trans += np.bincount(code, minlength=K * K).reshape(K, K)  # counts of z_{t-1} -> z_t
+            n_c += np.bincount(Yb[mb], minlength=K)
         if data.input_kind == "tokens":
-            emis = np.full((K, data.input_size), pc)
-            np.add.at(emis, (y, X[m]), 1.0)  # counts of (z_t, x_t)
-            model = hmm.CategoricalHMM(n_components=K, n_features=data.input_size,
+            V = data.input_size
+            emis = np.full((K, V), pc)
+            for b in blocks:
+                mb = m[b]
+                code = Y[b][mb] * V + X[b][mb]  # z_t V + x_t
+                emis += np.bincount(code, minlength=K * V).reshape(K, V)  # counts of (z_t, x_t)
+            model = hmm.CategoricalHMM(n_components=K, n_features=V,
                                        init_params="", params="")
             model.emissionprob_ = _normalise_rows(emis)
         else:
@@ -480,23 +500,34 @@ class HiddenMarkov(SeqModel):
                                     init_params="", params="")
             D = X.shape[2]
             floor = model.min_covar
-
-            def pooled():  # the scored inputs' mean and covariance
-                x = X[m]  # (M, D)
-                return x.mean(axis=0), np.atleast_2d(np.cov(x.T, bias=True)) + floor * np.eye(D)
-
+            sums = np.zeros((K, D))
+            for b in blocks:  # per-class sums of the scored inputs
+                mb = m[b]
+                xb, yb = X[b][mb], Y[b][mb]  # (M_b, D), (M_b,)
+                for c in np.unique(yb):
+                    sums[c] += xb[yb == c].sum(axis=0)
+            seen = n_c > 0
             means = np.empty((K, D))
-            full = np.empty((K, D, D))
-            n_c = np.bincount(y, minlength=K)
-            for c in range(K):
-                if n_c[c] == 0:  # no example: the pooled mean and covariance
-                    means[c], full[c] = pooled()
-                    continue
-                xc = X[m & (Y == c)]  # (M_c, D): class c's scored inputs, one class at a time
-                means[c] = xc.mean(axis=0)  # mu_c
-                xc -= means[c]  # centred in place (xc is a copy)
-                full[c] = xc.T @ xc / len(xc) + floor * np.eye(D)  # Sigma_c + floor I
-                del xc  # before the next class's inputs are gathered
+            means[seen] = sums[seen] / n_c[seen, None]  # mu_c
+            full = np.zeros((K, D, D))
+            for b in blocks:  # per-class centred products, one block of rows at a time
+                mb = m[b]
+                xb, yb = X[b][mb], Y[b][mb]
+                for c in np.unique(yb):
+                    xc = xb[yb == c] - means[c]  # (M_bc, D)
+                    full[c] += xc.T @ xc
+            full[seen] /= n_c[seen, None, None]
+            full[seen] += floor * np.eye(D)  # Sigma_c + floor I
+            if not seen.all():  # a class without example: the pooled mean and covariance
+                M = n_c.sum()
+                mu = sums.sum(axis=0) / M  # the scored inputs' mean
+                dev = means[seen] - mu  # (K', D)
+                # total covariance = within-class + between-class (population, as np.cov
+                # with bias=True of all the scored inputs)
+                within = np.einsum("k,kij->ij", n_c[seen], full[seen] - floor * np.eye(D))
+                cov = (within + np.einsum("k,ki,kj->ij", n_c[seen], dev, dev)) / M
+                means[~seen] = mu
+                full[~seen] = np.atleast_2d(cov) + floor * np.eye(D)
             model.means_ = means
             if self.covariance_type == "full":
                 model.covars_ = full
@@ -512,8 +543,29 @@ class HiddenMarkov(SeqModel):
         return model
 
     # -- prediction --------------------------------------------------------------------
+    def _by_rows(self, X: np.ndarray, fn, dtype=np.float64) -> np.ndarray:
+        """``fn`` (rows of X -> their (n, T, K) outputs, or (n, T) with ``dtype``) applied
+        to chunks of rows of about ``EMISSION_CHUNK_BYTES`` of working memory (emission
+        log-densities, forward variables, scores: a few (T, S + K) float arrays a row), the
+        result filled chunk by chunk: no (N, T, S) intermediate exists whole."""
+        N, T = X.shape[:2]
+        S = max(m.n_components for m in self.hmms_ if m is not None)
+        K = self.target_size_
+        rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * 4 * (S + K)))
+        out = None
+        for s in range(0, N, rows):
+            part = fn(X[s:s + rows])
+            if out is None:
+                out = np.empty((N, *part.shape[1:]), dtype=dtype)
+            out[s:s + rows] = part
+        return out
+
     def _outputs(self, X: np.ndarray) -> np.ndarray:
-        """(N, T, K) class probabilities, or real predictions."""
+        """(N, T, K) class probabilities, or real predictions, chunk by chunk of rows."""
+        return self._by_rows(X, self._row_outputs)
+
+    def _row_outputs(self, X: np.ndarray) -> np.ndarray:
+        """(n, T, K) class probabilities, or real predictions, of the rows X."""
         mode = self.mode_
         if mode == "generative":
             N, T = X.shape[:2]
@@ -538,14 +590,14 @@ class HiddenMarkov(SeqModel):
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         if self.mode_ == "supervised" and self.decode_ == "viterbi":
             # a path has no probabilities: give the smoothed posteriors (same information)
-            return self._state_estimate(self.hmms_[0], X, "posterior")
+            return self._by_rows(
+                X, lambda x: self._state_estimate(self.hmms_[0], x, "posterior"))
         return self._outputs(X)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = self._outputs(X)
-        if self.target_kind_ == "classes":
-            return out.argmax(-1)
-        return out
+        if self.target_kind_ == "classes":  # the class ids only, chunk by chunk
+            return self._by_rows(X, lambda x: self._row_outputs(x).argmax(-1), np.int64)
+        return self._outputs(X)
 
     # -- reporting ---------------------------------------------------------------------
     def n_parameters(self) -> int:

@@ -577,33 +577,40 @@ class RecurrentModel(SeqModel):
                                "trained": trained["norm"][:K]}}
 
     # -- prediction --------------------------------------------------------------------
-    def _outputs(self, X: np.ndarray, batch: int | None = None) -> np.ndarray:
-        """Head outputs at every step: (N, T, K) float32 logits or real predictions,
-        ``batch`` sequences at a time (None: :func:`eval_rows`)."""
+    def _outputs(self, X: np.ndarray, batch: int | None = None, how: str = "raw") -> np.ndarray:
+        """Head outputs at every step, ``batch`` sequences at a time (None:
+        :func:`eval_rows`), each batch reduced before the next: ``how="raw"``, (N, T, K)
+        float32 logits or real predictions; ``"proba"``, their softmax (N, T, K) float32;
+        ``"ids"``, the class of the highest logit (N, T) int64."""
         import torch
 
         net = self.net_
         device = next(net.parameters()).device
         N, T = X.shape[:2]
         batch = batch or eval_rows(T, self.hidden_size)
-        out = np.empty((N, T, self.target_size_), dtype=np.float32)  # (N, T, K)
+        if how == "ids":
+            out = np.empty((N, T), dtype=np.int64)  # (N, T)
+        else:
+            out = np.empty((N, T, self.target_size_), dtype=np.float32)  # (N, T, K)
         with torch.inference_mode():
             for s in range(0, N, batch):
                 x = torch.as_tensor(X[s:s + batch], device=device)
                 if self.input_kind_ == "real":
                     x = x.float()
                 h, _ = net.hidden(x)
-                out[s:s + batch] = net.head(h).float().cpu().numpy()
+                z = net.head(h).float()  # (B, T, K)
+                if how == "proba":
+                    z = torch.softmax(z, dim=-1)
+                elif how == "ids":
+                    z = z.argmax(dim=-1)  # (B, T)
+                out[s:s + batch] = z.cpu().numpy()
         return out
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
-        import torch
-
-        return torch.softmax(torch.from_numpy(self._outputs(X)), dim=-1).numpy()
+        return self._outputs(X, how="proba")
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        out = self._outputs(X)
-        return out.argmax(-1) if self.target_kind_ == "classes" else out
+        return self._outputs(X, how="ids" if self.target_kind_ == "classes" else "raw")
 
     def n_parameters(self) -> int:
         return int(sum(p.numel() for p in self.net_.parameters()))
