@@ -92,6 +92,23 @@ def test_forward_matches_hmmlearn_on_every_prefix(rng, emissions):
             np.testing.assert_allclose(alpha[i, t], post[-1], atol=1e-10)
 
 
+def test_forward_by_blocks_of_steps_is_one_pass_bit_for_bit(rng):
+    """The filter continued block by block with its carried state gives one pass's numbers
+    exactly (the loop over steps is the same; the log-likelihood is summed in the same
+    order)."""
+    model = categorical(np.array([0.5, 0.5]), CASINO_A, CASINO_B)
+    X, _ = draw(model, 5, 40, seed=int(rng.integers(2**31)))
+    log_b = model._compute_log_likelihood(flat(X)).reshape(5, 40, 2)
+    alpha, loglik = forward_filter(model.startprob_, model.transmat_, log_b)
+    carry, parts = None, []
+    for t0, t1 in [(0, 1), (1, 13), (13, 14), (14, 40)]:
+        a, ll = forward_filter(model.startprob_, model.transmat_, log_b[:, t0:t1], carry)
+        carry = (a[:, -1], ll[:, -1])
+        parts.append((a, ll))
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts], axis=1), alpha)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts], axis=1), loglik)
+
+
 def test_forward_is_stable_on_long_sequences(rng):
     model = categorical(np.array([0.5, 0.5]), CASINO_A, CASINO_B)
     X, _ = draw(model, 2, 3000, seed=int(rng.integers(2**31)))

@@ -23,7 +23,7 @@ measure now (on the project's 2-core machine; before -> after this change):
 * lds (``chunk_size=250``: the engine's chunk budget is working memory by design): fit
   0.98 -> 0.31 (``np.std`` of the inputs held a centred copy; now summed over blocks),
   predict 0.34; bound 0.5 for both.
-* hmm (readout mode, 2 states), fit 5.0 -> 0.42, bound 0.5; predict 4.0 -> 0.26, bound
+* hmm (readout mode, 2 states), fit 5.0 -> 0.42, bound 0.5; predict 4.0 -> 0.18, bound
   0.4. hmmlearn's k-means initialisation (scikit-learn's ``KMeans`` copies and centres its
   input) held two copies of the observations while it ran; on top, seqbench copied the
   kept rows and then their concatenation, and computed the emission densities of the
@@ -59,10 +59,11 @@ measure now (on the project's 2-core machine; before -> after this change):
   logits (N, T, K), then the softmax made a second such array; now each batch is reduced
   to its class ids or probabilities on the device); hmm, every step scored (supervised:
   classes as states), fit 1.01 -> 0.33 (the counts gathered the scored labels and tokens
-  whole, twice; now counted by bincount block by block of rows), predict 5.7 -> 0.52;
-  last step scored (one HMM per class), predict 6.3 -> 0.55 (emission log-densities,
-  forward variables and scores were (N, T, S) arrays of the whole split; now chunks of
-  rows). Bounds 0.25 and 0.6 for fit, 0.8 for predict.
+  whole, twice; now counted by bincount block by block of rows), predict 5.7 -> 0.60;
+  last step scored (one HMM per class), predict 6.3 -> 0.67 (emission log-densities,
+  forward variables and scores were (N, T, S) arrays of the whole split; now the causal
+  filter runs over blocks of steps, its state carried, and whole-row decodings over
+  chunks of rows). Bounds 0.25 and 0.6 for fit, 0.8 for predict.
 
 Each measurement takes 2-5 s (most of it the interpreter and imports). Beside them, fast
 checks that the memory-saving paths give the numbers of the plain ones, against
@@ -370,10 +371,10 @@ def test_hmm_supervised_counts_by_blocks_are_plain_counts(rng, monkeypatch, kind
 @pytest.mark.parametrize("mode, decode", [("supervised", "filter"), ("supervised", "viterbi"),
                                           ("readout", "filter"), ("readout", "posterior"),
                                           ("generative", "filter")])
-def test_hmm_predictions_by_chunks_of_rows_are_the_whole_arrays(rng, monkeypatch, mode,
-                                                                 decode):
-    """predict and predict_proba computed chunk by chunk of rows (and the readout's
-    features gathered so) equal those of one chunk holding every row."""
+def test_hmm_predictions_by_blocks_are_the_whole_arrays(rng, monkeypatch, mode, decode):
+    """predict and predict_proba computed block by block (the causal filter one step at a
+    time, its state carried; posterior and Viterbi estimates two rows at a time), and the
+    readout's features gathered so, equal those of one block holding everything."""
     import seqbench.models.hmm as hmm_mod
 
     N, T, V = 24, 9, 4
@@ -387,7 +388,8 @@ def test_hmm_predictions_by_chunks_of_rows_are_the_whole_arrays(rng, monkeypatch
     params = dict(mode=mode, decode=decode, n_states=3, n_iter=5, random_state=0)
     whole = hmm_mod.HiddenMarkov(**params).fit(data)
     want = whole.predict(X), whole.predict_proba(X)
-    monkeypatch.setattr(hmm_mod, "EMISSION_CHUNK_BYTES", 2 * T * 8 * 4 * 5)  # 2 rows a chunk
+    # 2 rows a chunk, 1 step a block (4 (S + K) + (S + 1) = 24 floats a step and row)
+    monkeypatch.setattr(hmm_mod, "EMISSION_CHUNK_BYTES", 2 * T * 8 * 24)
     chunked = hmm_mod.HiddenMarkov(**params).fit(data)
     np.testing.assert_array_equal(chunked.predict(X), want[0])
     np.testing.assert_allclose(chunked.predict_proba(X), want[1], rtol=1e-12, atol=1e-15)

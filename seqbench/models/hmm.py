@@ -99,7 +99,8 @@ INIT_SAMPLE = 2**16
 
 
 # -- the forward algorithm, vectorised over sequences -------------------------------------
-def forward_filter(startprob: np.ndarray, transmat: np.ndarray, log_b: np.ndarray):
+def forward_filter(startprob: np.ndarray, transmat: np.ndarray, log_b: np.ndarray,
+                   carry: tuple[np.ndarray, np.ndarray] | None = None):
     """Scaled forward algorithm over N sequences at once.
 
     ``log_b`` (N, T, S) holds ``log b_j(x_t)``. Returns the filtered posteriors
@@ -110,21 +111,28 @@ def forward_filter(startprob: np.ndarray, transmat: np.ndarray, log_b: np.ndarra
         log p(x_1..x_t) = sum_{s <= t} log c_s
 
     (emissions are scaled by ``exp(-max_j log b_j(x_t))`` per step, added back to
-    ``log c_t``).
+    ``log c_t``). ``carry``, ``(alpha[:, -1], loglik[:, -1])`` of the steps before these,
+    continues a filter block by block of steps: the same numbers, bit for bit, as one call
+    on all the steps.
     """
     N, T, S = log_b.shape
     shift = log_b.max(axis=-1)  # (N, T)
     b = np.exp(log_b - shift[..., None])  # (N, T, S), max 1 per step
     alpha = np.empty((N, T, S))
-    log_c = np.empty((N, T))
-    a = startprob[None, :] * b[:, 0]  # (N, S): a_1 = pi * b_1
+    log_c = np.empty((N, T + 1))  # column 0: the log-likelihood carried in (0 at the start)
+    if carry is None:
+        a = startprob[None, :] * b[:, 0]  # (N, S): a_1 = pi * b_1
+        log_c[:, 0] = 0.0
+    else:
+        a = (carry[0] @ transmat) * b[:, 0]  # a_t = (alpha_{t-1} A) * b_t
+        log_c[:, 0] = carry[1]
     for t in range(T):
         if t > 0:
             a = (alpha[:, t - 1] @ transmat) * b[:, t]  # a_t = (alpha_{t-1} A) * b_t
         c = np.maximum(a.sum(axis=-1), _TINY)  # (N,): c_t = p(x_t | x_1..x_{t-1}) e^-shift
         alpha[:, t] = a / c[:, None]  # alpha_t = a_t / c_t
-        log_c[:, t] = np.log(c) + shift[:, t]
-    return alpha, np.cumsum(log_c, axis=1)  # (N, T, S), (N, T)
+        log_c[:, t + 1] = np.log(c) + shift[:, t]
+    return alpha, np.cumsum(log_c, axis=1)[:, 1:]  # (N, T, S), (N, T)
 
 
 @contextmanager
@@ -202,9 +210,12 @@ class HiddenMarkov(SeqModel):
     10 inits, covariances from the pooled covariance) on all steps when there are at most
     ``INIT_SAMPLE`` of them; on more, that start is computed on a seeded sample of
     ``INIT_SAMPLE`` steps (``KMeans`` copies and centres its input: two more copies of
-    the data otherwise), and EM then runs on every step. Emission densities are computed
-    for ``EMISSION_CHUNK_BYTES`` worth of rows at a time; the filtered posteriors are
-    (N, T, S) arrays.
+    the data otherwise), and EM then runs on every step. The supervised counts are taken
+    block by block of rows. Prediction (and the readout's features) never holds an
+    (N, T, S) array: the causal filter runs over blocks of steps of every row, its state
+    carried from block to block, and posterior and Viterbi estimates over chunks of whole
+    rows, each of about ``EMISSION_CHUNK_BYTES`` of working memory; only the output
+    itself is whole.
 
     Fitted attributes: ``mode_``, ``decode_``, ``hmms_`` (one hmmlearn model, or one
     per class in generative mode, ``None`` for absent classes), ``log_prior_``
@@ -390,15 +401,11 @@ class HiddenMarkov(SeqModel):
                 out[s:s + rows] = model._compute_log_likelihood(flat).reshape(len(chunk), T, S)
         return out
 
-    def _filter(self, model, X: np.ndarray):
-        return forward_filter(model.startprob_, model.transmat_, self._log_emissions(model, X))
-
     def _state_estimate(self, model, X: np.ndarray, decode: str) -> np.ndarray:
-        """(N, T, S) state estimate of every row: filtered or smoothed posteriors, or
-        the one-hot Viterbi path (the last two over the whole row)."""
+        """(N, T, S) state estimate of every row over the whole row: smoothed posteriors
+        (``decode="posterior"``) or the one-hot Viterbi path (``"viterbi"``); the causal
+        filter runs by blocks of steps instead (:meth:`_filter_blocks`)."""
         N, T = X.shape[:2]
-        if decode == "filter":
-            return self._filter(model, X)[0]
         flat = X.reshape(N * T, 1) if X.ndim == 2 else X.reshape(N * T, -1)
         lengths = np.full(N, T)
         with np.errstate(divide="ignore", under="ignore"):
@@ -444,10 +451,8 @@ class HiddenMarkov(SeqModel):
             self.hmms_ = [model]
             self.train_loglik_.append(ll)
             self.restart_logliks_.append(lls)
-            if mode == "readout":  # state estimates at the scored steps, rows chunk by chunk
-                feats = self._by_rows_scored(
-                    data, lambda x: self._state_estimate(model, x, self.decode_))  # (M, S)
-                y = data.Y[data.mask]  # (M,) in the same row-major order
+            if mode == "readout":  # state estimates at the scored steps, by blocks
+                feats, y = self._scored_states(model, data)  # (M, S), (M,)
                 if data.target_kind == "classes":
                     self.readout_coef_, self.readout_intercept_ = _fit_logistic(
                         feats, y, data.target_size, C=float(self.C), max_iter=500,
@@ -457,14 +462,23 @@ class HiddenMarkov(SeqModel):
                     self.readout_coef_, self.readout_intercept_ = least_squares(
                         feats, y, float(self.alpha))
 
-    def _by_rows_scored(self, data: SeqData, fn) -> np.ndarray:
-        """``fn`` (rows of X -> (n, T, S)) at the scored steps of ``data``, in row-major order
-        ((M, S), as ``fn(X)[mask]``), chunk by chunk of rows (see :meth:`_by_rows`)."""
-        N, T = data.X.shape[:2]
-        S = max(m.n_components for m in self.hmms_ if m is not None)
-        rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * 4 * S))
-        parts = [fn(data.X[s:s + rows])[data.mask[s:s + rows]] for s in range(0, N, rows)]
-        return np.concatenate(parts)
+    def _scored_states(self, model, data: SeqData) -> tuple[np.ndarray, np.ndarray]:
+        """The state estimates ``decode_`` gives at the scored steps of ``data`` and the
+        targets there, ((M, S), (M,) or (M, K)), in the same order: by blocks of steps for
+        the causal filter (:meth:`_filter_blocks`), by chunks of rows for the posterior
+        and Viterbi estimates (whole rows, hmmlearn's own loop over them)."""
+        feats, ys = [], []
+        if self.decode_ == "filter":
+            for span, ((alpha, _),) in self._filter_blocks([model], data.X):
+                m = data.mask[:, span]
+                feats.append(alpha[m])
+                ys.append(data.Y[:, span][m])
+        else:
+            for rows in self._row_chunks(data.X):
+                m = data.mask[rows]
+                feats.append(self._state_estimate(model, data.X[rows], self.decode_)[m])
+                ys.append(data.Y[rows][m])
+        return np.concatenate(feats), np.concatenate(ys)
 
     def _count(self, data: SeqData):
         """Supervised estimate with the classes as states (see the module docstring)."""
@@ -543,61 +557,100 @@ class HiddenMarkov(SeqModel):
         return model
 
     # -- prediction --------------------------------------------------------------------
-    def _by_rows(self, X: np.ndarray, fn, dtype=np.float64) -> np.ndarray:
-        """``fn`` (rows of X -> their (n, T, K) outputs, or (n, T) with ``dtype``) applied
-        to chunks of rows of about ``EMISSION_CHUNK_BYTES`` of working memory (emission
-        log-densities, forward variables, scores: a few (T, S + K) float arrays a row), the
-        result filled chunk by chunk: no (N, T, S) intermediate exists whole."""
-        N, T = X.shape[:2]
+    def _step_floats(self, X: np.ndarray) -> int:
+        """float64 working values per step and row in prediction, with room: emission
+        log-densities and forward variables (S each, per class model in turn), scores
+        and probabilities (K each), and for D real inputs their copy and the Gaussian
+        densities' (S, D) temporaries."""
         S = max(m.n_components for m in self.hmms_ if m is not None)
-        K = self.target_size_
-        rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * 4 * (S + K)))
-        out = None
-        for s in range(0, N, rows):
-            part = fn(X[s:s + rows])
-            if out is None:
-                out = np.empty((N, *part.shape[1:]), dtype=dtype)
-            out[s:s + rows] = part
-        return out
+        D = X.shape[2] if X.ndim == 3 else 1
+        return 4 * (S + max(self.target_size_, 1)) + (S + 1) * D
 
-    def _outputs(self, X: np.ndarray) -> np.ndarray:
-        """(N, T, K) class probabilities, or real predictions, chunk by chunk of rows."""
-        return self._by_rows(X, self._row_outputs)
+    def _row_chunks(self, X: np.ndarray) -> list[slice]:
+        """Chunks of whole rows of about ``EMISSION_CHUNK_BYTES`` of working memory."""
+        N, T = X.shape[:2]
+        rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * self._step_floats(X)))
+        return [slice(s, s + rows) for s in range(0, N, rows)]
 
-    def _row_outputs(self, X: np.ndarray) -> np.ndarray:
-        """(n, T, K) class probabilities, or real predictions, of the rows X."""
+    def _filter_blocks(self, models: list, X: np.ndarray):
+        """Yield ``(span, [(alpha, loglik) per model])``: the forward filter of each model
+        (None: skipped) over the steps ``span`` of every row, blocks of steps of about
+        ``EMISSION_CHUNK_BYTES`` of working memory, each model's state carried from block to
+        block (:func:`forward_filter`): the numbers of one pass over all the steps, with
+        the Python loop over steps run once, as there, whatever the block size."""
+        N, T = X.shape[:2]
+        steps = max(1, EMISSION_CHUNK_BYTES // (N * 8 * self._step_floats(X)))
+        carry: list = [None] * len(models)
+        for t0 in range(0, T, steps):
+            span = slice(t0, min(T, t0 + steps))
+            out = []
+            for i, model in enumerate(models):
+                if model is None:
+                    out.append(None)
+                    continue
+                alpha, ll = forward_filter(model.startprob_, model.transmat_,
+                                           self._log_emissions(model, X[:, span]), carry[i])
+                carry[i] = (alpha[:, -1], ll[:, -1])
+                out.append((alpha, ll))
+            yield span, out
+
+    def _from_states(self, model, states: np.ndarray) -> np.ndarray:
+        """Outputs (n, t, K) from state estimates (n, t, S): the readout, or the states
+        themselves (supervised), or the one-step-ahead forecast (from filtered states)."""
         mode = self.mode_
-        if mode == "generative":
-            N, T = X.shape[:2]
-            score = np.full((N, T, len(self.hmms_)), -np.inf)
-            for c, model in enumerate(self.hmms_):
-                if model is not None:
-                    score[..., c] = self._filter(model, X)[1] + self.log_prior_[c]
-            return _softmax(score)  # P(c | x_1..x_t) ∝ p_c(x_1..x_t) P(c)
-        model = self.hmms_[0]
         if mode == "supervised":
-            return self._state_estimate(model, X, self.decode_)  # (N, T, K), states = classes
+            return states  # (n, t, K), states = classes
         if mode == "forecast":
-            ahead = self._filter(model, X)[0] @ model.transmat_  # p(z_{t+1} | x_1..t)
+            ahead = states @ model.transmat_  # p(z_{t+1} | x_1..t)
             if self.input_kind_ == "tokens":
-                p = ahead @ model.emissionprob_[:, : self.target_size_]  # (N, T, K)
+                p = ahead @ model.emissionprob_[:, : self.target_size_]  # (n, t, K)
                 return p / p.sum(axis=-1, keepdims=True)
             return ahead @ model.means_  # E[x_{t+1} | x_1..x_t] = (alpha_t A) mu
-        feats = self._state_estimate(model, X, self.decode_)  # (N, T, S)
-        out = feats @ self.readout_coef_.T + self.readout_intercept_  # (N, T, K)
+        out = states @ self.readout_coef_.T + self.readout_intercept_  # (n, t, K)
         return _softmax(out) if self.target_kind_ == "classes" else out
+
+    def _outputs(self, X: np.ndarray, ids: bool = False) -> np.ndarray:
+        """(N, T, K) class probabilities or real predictions, or with ``ids`` the classes
+        of the highest probability (N, T), filled block by block: causal outputs by
+        blocks of steps (:meth:`_filter_blocks`), posterior and Viterbi ones by chunks of
+        whole rows. No (N, T, S) intermediate exists whole."""
+        N, T = X.shape[:2]
+        out = (np.empty((N, T), dtype=np.int64) if ids
+               else np.empty((N, T, self.target_size_)))
+
+        def put(where, value):
+            out[where] = value.argmax(-1) if ids else value
+
+        if self.decode_ != "filter":  # readout or supervised on whole rows
+            model = self.hmms_[0]
+            for rows in self._row_chunks(X):
+                put(rows, self._from_states(model, self._state_estimate(model, X[rows],
+                                                                        self.decode_)))
+            return out
+        if self.mode_ == "generative":
+            for span, filt in self._filter_blocks(self.hmms_, X):
+                score = np.full((N, span.stop - span.start, len(self.hmms_)), -np.inf)
+                for c, f in enumerate(filt):
+                    if f is not None:
+                        score[..., c] = f[1] + self.log_prior_[c]
+                put((slice(None), span), _softmax(score))  # P(c | x_1..x_t) ∝ p_c(x_1..x_t) P(c)
+            return out
+        model = self.hmms_[0]
+        for span, ((alpha, _),) in self._filter_blocks([model], X):
+            put((slice(None), span), self._from_states(model, alpha))
+        return out
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         if self.mode_ == "supervised" and self.decode_ == "viterbi":
             # a path has no probabilities: give the smoothed posteriors (same information)
-            return self._by_rows(
-                X, lambda x: self._state_estimate(self.hmms_[0], x, "posterior"))
+            model, out = self.hmms_[0], np.empty((*X.shape[:2], self.target_size_))
+            for rows in self._row_chunks(X):
+                out[rows] = self._state_estimate(model, X[rows], "posterior")
+            return out
         return self._outputs(X)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        if self.target_kind_ == "classes":  # the class ids only, chunk by chunk
-            return self._by_rows(X, lambda x: self._row_outputs(x).argmax(-1), np.int64)
-        return self._outputs(X)
+        return self._outputs(X, ids=self.target_kind_ == "classes")
 
     # -- reporting ---------------------------------------------------------------------
     def n_parameters(self) -> int:
