@@ -97,8 +97,8 @@ CASES = [
     ("lds", "many-to-one", "real", 0.5, 0.5),
     ("hmm", "many-to-one", "real", 0.5, 0.4),
 ]
-# token inputs X (100000, 100) over 8 tokens, class targets, every step scored: the
-# prediction's own output, class ids (N, T) int64, is 0.47 of this split
+# token inputs X (100000, 100) over 8 tokens, class targets: the prediction's own output,
+# class ids (N, T) int64, is 0.47 of this split
 TOKEN_CASES = [
     ("ar", "many-to-many-synced", "classes", 0.7, 0.8),
     ("mlp", "many-to-many-synced", "classes", 0.6, 0.8),
