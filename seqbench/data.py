@@ -253,6 +253,9 @@ def check_X(X, *, input_kind: str, input_size: int, name: str = "X") -> np.ndarr
     kind = input_kind_of(X)
     if kind != input_kind:
         raise SeqbenchError(f"{name}: expected {input_kind} inputs as in fit, got {kind}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise SeqbenchError(f"{name}: expected at least one sequence of at least one step, "
+                            f"got shape {X.shape}")
     if kind == "real":
         if X.shape[2] != input_size:
             raise SeqbenchError(f"{name}: expected D = {input_size} as in fit, got {X.shape[2]}")

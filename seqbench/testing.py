@@ -162,7 +162,8 @@ def check_refuses_undeclared(model) -> None:
 
 
 def check_predict_validates(model) -> None:
-    """predict refuses inputs of the wrong size or with NaN, with a SeqbenchError."""
+    """predict refuses inputs of the wrong size, without a sequence, or with NaN, with a
+    SeqbenchError."""
     ik, tk, shape, fc = _supported(model)[0]
     data = make_data(ik, tk, shape, forecasting=fc)
     m = quick(model).fit(data, data, shape=shape)
@@ -175,6 +176,7 @@ def check_predict_validates(model) -> None:
         nan = data.X.copy()
         nan[0, 0, 0] = np.nan
         bad.append(nan)
+    bad.append(data.X[:0])  # no sequence
     for X in bad:
         try:
             m.predict(X)
