@@ -162,24 +162,30 @@ def base_record(job: dict[str, Any]) -> dict[str, Any]:
     return {k: job.get(k) for k in JOB_KEYS}
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job: sample the task's splits, fit the model, score it on the test split."""
-    record = base_record(job)
-    record["started"] = _now()
+def measured(body: Callable[[], None]) -> dict[str, Any]:
+    """Run ``body()`` and return what a record says of its run: ``started``, ``finished``,
+    ``wall_s``, ``cpu_s``, ``peak_mem_mb`` (:class:`PeakMemory`) and ``provenance`` (with
+    ``peak_mem_method``, and ``cuda_peak_mem_mb`` where CUDA ran)."""
+    started = _now()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     memory = PeakMemory()
     _cuda_reset()
     with memory:
-        _run_job_into(job, record)
-    record["wall_s"] = time.perf_counter() - wall0
-    record["cpu_s"] = time.process_time() - cpu0
-    record["peak_mem_mb"] = memory.peak_mb
-    record["finished"] = _now()
-    record.setdefault("device", device_name(None))
-    record["provenance"] = {**provenance(), "peak_mem_method": memory.method}
+        body()
+    out = {"started": started, "wall_s": time.perf_counter() - wall0,
+           "cpu_s": time.process_time() - cpu0, "peak_mem_mb": memory.peak_mb,
+           "finished": _now(), "provenance": {**provenance(), "peak_mem_method": memory.method}}
     cuda_peak = _cuda_peak_mb()
     if cuda_peak is not None:
-        record["provenance"]["cuda_peak_mem_mb"] = cuda_peak
+        out["provenance"]["cuda_peak_mem_mb"] = cuda_peak
+    return out
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Run one job: sample the task's splits, fit the model, score it on the test split."""
+    record = base_record(job)
+    record.update(measured(lambda: _run_job_into(job, record)))
+    record.setdefault("device", device_name(None))
     return record
 
 

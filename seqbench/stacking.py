@@ -45,16 +45,14 @@ from typing import Any
 
 from . import registry
 from .errors import SeqbenchError
-from .provenance import device_name, provenance
+from .provenance import device_name
 from .runner import (
-    PeakMemory,
-    _cuda_peak_mb,
-    _cuda_reset,
-    _now,
     base_record,
+    measured,
     prepare_job,
     record_failure,
     score_job,
+    stopped_record,
 )
 from .suite import canonical_hash
 
@@ -135,21 +133,10 @@ def run_stack(stack: dict[str, Any]) -> list[dict[str, Any]]:
     members = _members(stack)
     M = len(members)
     records = [base_record(job) for job in members]
-    started = _now()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    memory = PeakMemory()
-    _cuda_reset()
-    with memory:
-        _run_stack_into(members, records)
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    finished = _now()
-    prov = {**provenance(), "peak_mem_method": memory.method, "stacked": M}
-    cuda_peak = _cuda_peak_mb()
-    if cuda_peak is not None:
-        prov["cuda_peak_mem_mb"] = cuda_peak
+    run = measured(lambda: _run_stack_into(members, records))
     for record in records:
-        record.update(started=started, finished=finished, wall_s=wall / M, cpu_s=cpu / M,
-                      peak_mem_mb=memory.peak_mb, provenance=dict(prov))
+        record.update(run, wall_s=run["wall_s"] / M, cpu_s=run["cpu_s"] / M,
+                      provenance={**run["provenance"], "stacked": M})
         record.setdefault("device", device_name(None))
     return records
 
@@ -202,12 +189,9 @@ def stopped_stack(stack: dict[str, Any], status: str, error: str, started: str, 
     M = len(stack["stack"])
     note = (f"{error}; this job ran in a stack of {M} trained together, whose time limit is "
             "the per-job limit x the number of jobs")
-    prov = {**provenance(), "stacked": M}
     out = []
-    for job in stack["stack"]:
-        record = base_record(job)
-        record.update(status=status, error=note, started=started, finished=_now(),
-                      wall_s=wall_s / M, device=device or device_name(None),
-                      provenance=dict(prov))
+    for job in stack["stack"]:  # a member job: stopped_record gives its plain record
+        record = stopped_record(job, status, note, started, wall_s / M, device)
+        record["provenance"]["stacked"] = M
         out.append(record)
     return out

@@ -345,10 +345,9 @@ def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: 
 
     In a fresh interpreter (so nothing of an earlier measurement remains), with one
     BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D, ``targets``, ``inputs``),
-    fit and
-    predict once on a 16-sequence split of the same T and D (libraries loaded, caches
-    warmed), then fit
-    ``make_model(model, **params)`` on the split and predict its X, each inside a
+    fit and predict once on a 16-sequence split of the same T and D (libraries loaded,
+    caches warmed), then fit ``make_model(model, **params)`` on the split and predict its
+    X, each inside a
     :class:`~seqbench.runner.PeakMemory` block (the kernel's high-water mark, reset at the
     start). Growth = peak RSS in the block minus RSS just before it, taken after garbage
     collection and glibc's ``malloc_trim`` (so freed memory still resident cannot be

@@ -327,7 +327,6 @@ def rts_smoother(p: LDSParams, f: FilterResult,
     return SmootherResult(*(np.moveaxis(a, 0, 1) for a in (x, P, P_lag)))
 
 
-
 # =====================================================================================
 # 2. filterpy, sequence by sequence (the oracle, and backend="filterpy")
 # =====================================================================================

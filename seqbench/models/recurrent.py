@@ -58,6 +58,7 @@ on request by :meth:`RecurrentModel.diagnostics`, never inside the training loop
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -100,7 +101,7 @@ def current_device(device):
     GPU of the machine."""
     import torch
 
-    return torch.cuda.device(device) if device.type == "cuda" else _nullcontext()
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _build_net(cell: str, input_kind: str, input_size: int, embed_size: int, hidden_size: int,
@@ -456,18 +457,26 @@ class RecurrentModel(SeqModel):
         with current_device(device):
             self._fit_on(data, valid, device)
 
+    def _initial_net(self, data: SeqData, device):
+        """The untrained network for ``data`` on ``device``, its weights drawn under
+        ``random_state`` inside ``fork_rng`` (the global random state is left as it was);
+        stacked training builds each member's network with this too."""
+        import torch
+
+        embed = self.embed_size or self.hidden_size
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed_of(self.random_state))
+            net = _build_net(self.cell, data.input_kind, data.input_size, embed, self.hidden_size,
+                             self.num_layers, data.target_size, self.nonlinearity)
+            self._init_weights(net)
+        return net.to(device)
+
     def _fit_on(self, data: SeqData, valid: SeqData | None, device) -> None:
         import torch
 
         seed = seed_of(self.random_state)
-        embed = self.embed_size or self.hidden_size
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            net = _build_net(self.cell, data.input_kind, data.input_size, embed, self.hidden_size,
-                             self.num_layers, data.target_size, self.nonlinearity)
-            self._init_weights(net)
-        net.to(device)
+        net = self._initial_net(data, device)
         # the gradient-decay curve of the untrained network (deterministic, no RNG drawn)
         self.grad_decay_init_ = gradient_decay(
             net, data.X, data.mask, max_k=self.grad_decay_max_k,
@@ -483,7 +492,7 @@ class RecurrentModel(SeqModel):
         B, steps_per_epoch, max_steps = self._step_budget(N)
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16)
-            if self.precision == "bf16" else _nullcontext()
+            if self.precision == "bf16" else contextlib.nullcontext()
         )
 
         curve: list[dict[str, Any]] = []
@@ -625,14 +634,6 @@ class RecurrentModel(SeqModel):
             state = dict(state)
             state["net_"] = copy.deepcopy(net).to("cpu")
         return state
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _set_second_gate_bias(net, hidden_size: int, value: float) -> None:

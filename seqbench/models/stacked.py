@@ -56,6 +56,7 @@ H hidden size, K target size.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -65,8 +66,6 @@ from ..errors import DivergedError, IncompatibleError, SeqbenchError
 from .base import seed_of
 from .recurrent import (
     LSTMModel,
-    _build_net,
-    _nullcontext,
     current_device,
     gradient_decay,
     resolve_device,
@@ -213,7 +212,7 @@ class MemberSplits:
 
         from .recurrent import _fill
 
-        self.M, self.N = len(datas), datas[0].X.shape[0]
+        self.M, self.N, self.T = len(datas), *datas[0].X.shape[:2]
         self.real = datas[0].input_kind == "real"
         self.classes = datas[0].target_kind == "classes"
         self.parts = None
@@ -439,19 +438,11 @@ def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]
         model.input_kind_, model.input_size_ = data.input_kind, data.input_size
         model.target_kind_, model.target_size_ = data.target_kind, data.target_size
 
-    # the single models' initial networks, built exactly as LSTMModel._fit builds them
-    embed = proto.embed_size or proto.hidden_size
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    # the single models' initial networks, built by the code LSTMModel._fit uses
     nets, seeds = [], []
     for model, data in zip(models, datas):
         seed = seed_of(model.random_state)
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
-            net = _build_net(model.cell, data.input_kind, data.input_size, embed,
-                             model.hidden_size, model.num_layers, data.target_size,
-                             model.nonlinearity)
-            model._init_weights(net)
-        net.to(device)
+        net = model._initial_net(data, device)
         model.grad_decay_init_ = gradient_decay(
             net, data.X, data.mask, max_k=model.grad_decay_max_k,
             n_sequences=model.grad_decay_sequences, max_rows=model.grad_decay_rows)
@@ -472,7 +463,7 @@ def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]
 
     def autocast():
         if proto.precision != "bf16":
-            return _nullcontext()
+            return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=not use_graph)
 
     running = torch.zeros(M, device=device)
@@ -600,8 +591,7 @@ def _evaluate(stacked, splits: MemberSplits) -> list[float]:
 
     from .recurrent import eval_rows
 
-    T = splits.X.shape[2] if splits.parts is None else splits.parts[0][0].shape[1]
-    batch = max(1, eval_rows(T, stacked.H) // splits.M)
+    batch = max(1, eval_rows(splits.T, stacked.H) // splits.M)
     total = torch.zeros(splits.M, device=next(stacked.parameters()).device)
     count = torch.zeros_like(total)
     with torch.inference_mode():
@@ -623,16 +613,7 @@ def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict
     _check(models, datas, None, None)
     proto = models[0]
     device = resolve_device(proto.device)
-    embed = proto.embed_size or proto.hidden_size
-    nets = []
-    for model, data in zip(models, datas):
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-            torch.manual_seed(seed_of(model.random_state))
-            net = _build_net(model.cell, data.input_kind, data.input_size, embed,
-                             model.hidden_size, model.num_layers, data.target_size,
-                             model.nonlinearity)
-            model._init_weights(net)
-        nets.append(net.to(device))
+    nets = [model._initial_net(data, device) for model, data in zip(models, datas)]
     stacked = _stacked_module()(nets).to(device)
     splits = MemberSplits(datas, device)
     N = splits.N
