@@ -58,8 +58,9 @@ def perf(session: nox.Session) -> None:
     """The performance session: ratios measured side by side (median of repeats), each
     with its target, printed and written to results/perf-cpu-<machine>.md/.json.
 
-    `nox -s perf -- --rows overhead,kalman` picks rows; `-- --memory-suites smoke,longrange`
-    adds the longrange memory rows; `-- --quick` checks that every row runs.
+    `nox -s perf -- --rows overhead,kalman` picks rows (and updates only those in the
+    files); `-- --memory-suites smoke,longrange` adds the longrange memory rows;
+    `-- --quick` checks that every row runs; `-- --replace` starts the files afresh.
     """
     install(session, "dask")
     session.run("python", "-m", "benchmarks.perf", *session.posargs,

@@ -4,7 +4,10 @@ Every figure is a ratio of two timings taken in the same process, in the same ru
 alternating the two sides repeat by repeat (A B A B ...) after one untimed warm-up
 each, and summarised by the median over the repeats, so a loaded or throttled machine
 slows both sides alike. The table gives each ratio with its target and whether it is
-met, and is written to ``results/perf-<machine>.md`` and ``.json``.
+met, and is written to ``results/perf-<kind>-<machine>.md`` and ``.json``: the rows
+this run measured replace those of the same name there, the others stay, each marked
+with the run (date, command, load) that measured it (``--replace`` starts the files
+afresh).
 
 Rows (``--rows``, comma-separated; default all CPU rows):
 
@@ -905,16 +908,63 @@ def format_line(r) -> str:
     return f"{r['row']:<28} {fmt_value(r):>12}  {r['target']:<26} {met_text(r):<4} {r['detail']}"
 
 
-def markdown(rows, header: dict[str, Any]) -> str:
-    lines = [f"# seqbench perf: {header['machine']}", "",
-             f"{header['date']}, seqbench {header['version']}, torch {header['torch']}, "
-             f"command `{header['command']}`, load average at start {header['load']}.", "",
-             "| row | value | target | met | detail |", "| --- | --- | --- | --- | --- |"]
+def markdown(rows, runs: list[dict[str, Any]]) -> str:
+    """The table; with rows from more than one run, a ``run`` column names each row's."""
+    def said(h):
+        return (f"{h['date']}, seqbench {h['version']}, torch {h['torch']}, command "
+                f"`{h['command']}`, load average at start {h['load']}")
+
+    lines = [f"# seqbench perf: {runs[-1]['machine']}", ""]
+    several = len(runs) > 1
+    if several:
+        lines += ["Rows from several runs (each ratio is measured side by side within its run):",
+                  ""]
+        lines += [f"{i + 1}. {said(h)}." for i, h in enumerate(runs)]
+    else:
+        lines.append(said(runs[0]) + ".")
+    head = ["row", "value", "target", "met", *(["run"] if several else []), "detail"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
-        detail = r["detail"].replace("|", "\\|")
-        lines.append(f"| {r['row']} | {fmt_value(r)} | {r['target']} | {met_text(r)} | "
-                     f"{detail} |")
+        cells = [r["row"], fmt_value(r), r["target"], met_text(r),
+                 *([str(r.get("run", 0) + 1)] if several else []),
+                 r["detail"].replace("|", "\\|")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def earlier(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows and run headers of the perf JSON at ``path`` (none if it does not exist);
+    read before anything is measured, so an unreadable file costs no measurement."""
+    if not path.exists():
+        return [], []
+    try:
+        old = json.loads(path.read_text())
+        runs = old["runs"] if "runs" in old else [old["header"]]
+        rows = [{"run": 0, **r} for r in old["rows"]]
+        if not all(isinstance(r["row"], str) and 0 <= r["run"] < len(runs) for r in rows):
+            raise ValueError("a row without a name or with a run out of range")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: expected a perf JSON (runs and rows) to update, could not "
+                         f"read it ({exc}); move it away or pass --replace") from None
+    return rows, runs
+
+
+def merged(old_rows: list[dict[str, Any]], old_runs: list[dict[str, Any]],
+           results: list[dict[str, Any]], header: dict[str, Any]):
+    """This run's rows over those of an earlier file (:func:`earlier`).
+
+    A row this run measured replaces the row of the same name in place; rows it did not
+    measure are kept with the run that measured them, so ``--rows overhead`` updates one
+    row of the table instead of truncating it. Returns ``(rows, runs)``: each row's
+    ``run`` indexes ``runs`` (the headers of the runs still represented, oldest first).
+    """
+    new = {r["row"]: {**r, "run": len(old_runs)} for r in results}
+    rows = [new.pop(r["row"]) if r["row"] in new else r for r in old_rows]
+    rows += list(new.values())
+    used = sorted({r["run"] for r in rows})
+    renumber = {old: i for i, old in enumerate(used)}
+    runs = [(old_runs + [header])[i] for i in used]
+    return [{**r, "run": renumber[r["run"]]} for r in rows], runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -928,7 +978,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-suites", default="smoke", help="suites of the memory rows: "
                    "smoke, or smoke,longrange")
     p.add_argument("--out", default=str(ROOT / "results"), help="folder for perf-*.md/json "
-                   "('-' writes nothing)")
+                   "('-' writes nothing); rows already there that this run does not measure "
+                   "are kept, marked with the run that measured them")
+    p.add_argument("--replace", action="store_true", help="write only this run's rows, "
+                   "dropping those of earlier runs from the files")
     args = p.parse_args(argv)
 
     import torch
@@ -950,6 +1003,14 @@ def main(argv: list[str] | None = None) -> int:
               "torch": torch.__version__, "command": " ".join(["benchmarks/perf.py",
                                                               *(argv or sys.argv[1:])]),
               "load": f"{os.getloadavg()[0]:.2f}", "host": platform.node()}
+    stem = None
+    if args.out != "-":
+        tag = slug(header["machine"].split(" (")[0]) + ("-quick" if args.quick else "")
+        kind = "gpu" if any(r.startswith("gpu") for r in rows) else "cpu"
+        if kind == "gpu" and args.device != "cuda":
+            tag += "-dryrun"
+        stem = Path(args.out) / f"perf-{kind}-{tag}"
+        before = ([], []) if args.replace else earlier(stem.with_suffix(".json"))
     print(f"seqbench perf on {header['machine']} (load {header['load']})", flush=True)
     results = run_rows(rows, args)
     if args.quick:  # tiny sizes: fixed costs dominate, so the ratios are not judged
@@ -960,18 +1021,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'row':<28} {'value':>12}  {'target':<26} {'met':<4} detail")
     for r in results:
         print(format_line(r))
-    if args.out != "-":
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        tag = slug(header["machine"].split(" (")[0]) + ("-quick" if args.quick else "")
-        kind = "gpu" if any(r.startswith("gpu") for r in rows) else "cpu"
-        if kind == "gpu" and args.device != "cuda":
-            tag += "-dryrun"
-        stem = out / f"perf-{kind}-{tag}"
-        stem.with_suffix(".md").write_text(markdown(results, header))
-        stem.with_suffix(".json").write_text(json.dumps({"header": header, "rows": results},
-                                                        indent=1))
-        print(f"\nwrote {stem}.md and .json")
+    if stem is not None:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        rows_out, runs = merged(*before, results, header)
+        for path, text in ((stem.with_suffix(".md"), markdown(rows_out, runs)),
+                           (stem.with_suffix(".json"),
+                            json.dumps({"runs": runs, "rows": rows_out}, indent=1))):
+            tmp = path.with_name(path.name + ".tmp")  # never a half-written table
+            tmp.write_text(text)
+            tmp.replace(path)
+        kept = len(rows_out) - len(results)
+        print(f"\nwrote {stem}.md and .json" + (f" ({kept} row(s) of earlier runs kept; "
+                                                 "--replace drops them)" if kept else ""))
     return 0
 
 
