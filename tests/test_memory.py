@@ -373,8 +373,9 @@ def test_hmm_supervised_counts_by_blocks_are_plain_counts(rng, monkeypatch, kind
                                           ("generative", "filter")])
 def test_hmm_predictions_by_blocks_are_the_whole_arrays(rng, monkeypatch, mode, decode):
     """predict and predict_proba computed block by block (the causal filter one step at a
-    time, its state carried; posterior and Viterbi estimates two rows at a time), and the
-    readout's features gathered so, equal those of one block holding everything."""
+    time, its state carried, over all rows or chunks of rows; posterior and Viterbi
+    estimates two rows at a time), and the readout's features gathered so, equal those of
+    one block holding everything."""
     import seqbench.models.hmm as hmm_mod
 
     N, T, V = 24, 9, 4
@@ -388,8 +389,11 @@ def test_hmm_predictions_by_blocks_are_the_whole_arrays(rng, monkeypatch, mode, 
     params = dict(mode=mode, decode=decode, n_states=3, n_iter=5, random_state=0)
     whole = hmm_mod.HiddenMarkov(**params).fit(data)
     want = whole.predict(X), whole.predict_proba(X)
-    # 2 rows a chunk, 1 step a block (4 (S + K) + (S + 1) = 24 floats a step and row)
-    monkeypatch.setattr(hmm_mod, "EMISSION_CHUNK_BYTES", 2 * T * 8 * 24)
-    chunked = hmm_mod.HiddenMarkov(**params).fit(data)
-    np.testing.assert_array_equal(chunked.predict(X), want[0])
-    np.testing.assert_allclose(chunked.predict_proba(X), want[1], rtol=1e-12, atol=1e-15)
+    # 2 rows a chunk, 1 step a block (4 (S + K) + (S + 1) = 24 floats a step and row);
+    # then the filter also in chunks of rows: its carried states take 8 (S + 1) bytes a
+    # row and model, so half of 640 bytes holds 5 rows (generative, 2 models) or 10
+    for budget in (2 * T * 8 * 24, 640):
+        monkeypatch.setattr(hmm_mod, "EMISSION_CHUNK_BYTES", budget)
+        chunked = hmm_mod.HiddenMarkov(**params).fit(data)
+        np.testing.assert_array_equal(chunked.predict(X), want[0])
+        np.testing.assert_allclose(chunked.predict_proba(X), want[1], rtol=1e-12, atol=1e-15)

@@ -469,10 +469,10 @@ class HiddenMarkov(SeqModel):
         and Viterbi estimates (whole rows, hmmlearn's own loop over them)."""
         feats, ys = [], []
         if self.decode_ == "filter":
-            for span, ((alpha, _),) in self._filter_blocks([model], data.X):
-                m = data.mask[:, span]
+            for rows, span, ((alpha, _),) in self._filter_blocks([model], data.X):
+                m = data.mask[rows, span]
                 feats.append(alpha[m])
-                ys.append(data.Y[:, span][m])
+                ys.append(data.Y[rows, span][m])
         else:
             for rows in self._row_chunks(data.X):
                 m = data.mask[rows]
@@ -572,27 +572,38 @@ class HiddenMarkov(SeqModel):
         rows = max(1, EMISSION_CHUNK_BYTES // (T * 8 * self._step_floats(X)))
         return [slice(s, s + rows) for s in range(0, N, rows)]
 
-    def _filter_blocks(self, models: list, X: np.ndarray):
-        """Yield ``(span, [(alpha, loglik) per model])``: the forward filter of each model
-        (None: skipped) over the steps ``span`` of every row, blocks of steps of about
-        ``EMISSION_CHUNK_BYTES`` of working memory, each model's state carried from block to
-        block (:func:`forward_filter`): the numbers of one pass over all the steps, with
-        the Python loop over steps run once, as there, whatever the block size."""
+    def _filter_blocks(self, models: list, X: np.ndarray, states: bool = True):
+        """Yield ``(rows, span, [(alpha, loglik) per model])``: the forward filter of each
+        model (None: skipped) over the steps ``span`` of the rows ``rows``, in blocks of
+        about ``EMISSION_CHUNK_BYTES`` of working memory, each model's state carried from
+        block to block (:func:`forward_filter`): the numbers of one pass over all the
+        steps. Rows are split only where the carried states of every model (S + 1 floats
+        a row each) would take over half the budget, so the Python loop over steps runs
+        a number of times independent of T. Without ``states`` alpha is None: only the
+        log-likelihoods of the block are kept, one model's filtered states at a time
+        (the generative classifier's many models)."""
         N, T = X.shape[:2]
-        steps = max(1, EMISSION_CHUNK_BYTES // (N * 8 * self._step_floats(X)))
-        carry: list = [None] * len(models)
-        for t0 in range(0, T, steps):
-            span = slice(t0, min(T, t0 + steps))
-            out = []
-            for i, model in enumerate(models):
-                if model is None:
-                    out.append(None)
-                    continue
-                alpha, ll = forward_filter(model.startprob_, model.transmat_,
-                                           self._log_emissions(model, X[:, span]), carry[i])
-                carry[i] = (alpha[:, -1], ll[:, -1])
-                out.append((alpha, ll))
-            yield span, out
+        live = [m for m in models if m is not None]
+        carried = 8 * sum(m.n_components + 1 for m in live)  # bytes a row, every model
+        n_rows = max(1, min(N, EMISSION_CHUNK_BYTES // 2 // max(carried, 1)))
+        steps = max(1, EMISSION_CHUNK_BYTES // (n_rows * 8 * self._step_floats(X)))
+        for r0 in range(0, N, n_rows):
+            rows = slice(r0, min(N, r0 + n_rows))
+            carry: list = [None] * len(models)
+            for t0 in range(0, T, steps):
+                span = slice(t0, min(T, t0 + steps))
+                out = []
+                for i, model in enumerate(models):
+                    if model is None:
+                        out.append(None)
+                        continue
+                    alpha, ll = forward_filter(model.startprob_, model.transmat_,
+                                               self._log_emissions(model, X[rows, span]),
+                                               carry[i])
+                    # copies: views would keep every model's whole block alive
+                    carry[i] = (alpha[:, -1].copy(), ll[:, -1].copy())
+                    out.append((alpha if states else None, ll))
+                yield rows, span, out
 
     def _from_states(self, model, states: np.ndarray) -> np.ndarray:
         """Outputs (n, t, K) from state estimates (n, t, S): the readout, or the states
@@ -628,16 +639,17 @@ class HiddenMarkov(SeqModel):
                                                                         self.decode_)))
             return out
         if self.mode_ == "generative":
-            for span, filt in self._filter_blocks(self.hmms_, X):
-                score = np.full((N, span.stop - span.start, len(self.hmms_)), -np.inf)
+            for rows, span, filt in self._filter_blocks(self.hmms_, X, states=False):
+                score = np.full((rows.stop - rows.start, span.stop - span.start, len(self.hmms_)),
+                                -np.inf)
                 for c, f in enumerate(filt):
                     if f is not None:
                         score[..., c] = f[1] + self.log_prior_[c]
-                put((slice(None), span), _softmax(score))  # P(c | x_1..x_t) ∝ p_c(x_1..x_t) P(c)
+                put((rows, span), _softmax(score))  # P(c | x_1..x_t) ∝ p_c(x_1..x_t) P(c)
             return out
         model = self.hmms_[0]
-        for span, ((alpha, _),) in self._filter_blocks([model], X):
-            put((slice(None), span), self._from_states(model, alpha))
+        for rows, span, ((alpha, _),) in self._filter_blocks([model], X):
+            put((rows, span), self._from_states(model, alpha))
         return out
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
