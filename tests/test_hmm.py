@@ -15,7 +15,7 @@ from sklearn.base import clone
 
 from seqbench.data import SeqData
 from seqbench.errors import SeqbenchError
-from seqbench.models.hmm import HiddenMarkov, forward_filter
+from seqbench.models.hmm import HiddenMarkov, forward_filter, restart_seed
 from seqbench.registry import make_model
 
 CASINO_A = np.array([[0.95, 0.05], [0.10, 0.90]])
@@ -244,12 +244,15 @@ def test_restarts_keep_the_best_likelihood(casino_data, seed):
     _, train, _ = casino_data
     train = train.subset(slice(0, 40))
     kw = dict(n_states=3, mode="readout", n_iter=15, tol=0.0)
-    single = [HiddenMarkov(n_init=1, random_state=seed + r, **kw).fit(train).train_loglik_[0]
-              for r in range(4)]
+    single = [HiddenMarkov(n_init=1, random_state=restart_seed(seed, r), **kw).fit(train)
+              .train_loglik_[0] for r in range(4)]
     model = HiddenMarkov(n_init=4, random_state=seed, **kw).fit(train)
     np.testing.assert_allclose(model.restart_logliks_[0], single, rtol=1e-12)
     assert model.train_loglik_[0] >= max(single) - 1e-9
     assert len(set(np.round(single, 6))) > 1  # the restarts do differ
+    # the next seed's restarts are new ones, not shifted copies of these
+    following = HiddenMarkov(n_init=4, random_state=seed + 1, **kw).fit(train)
+    assert not set(np.round(single, 6)) & set(np.round(following.restart_logliks_[0], 6))
     # the reported likelihood is hmmlearn's score of the kept model on the training data
     ref = model.hmms_[0].score(flat(train.X), np.full(train.n, train.T))
     np.testing.assert_allclose(model.train_loglik_[0], ref, rtol=1e-12)

@@ -9,7 +9,8 @@ with categorical emissions for token inputs (hmmlearn ``CategoricalHMM``, one
 probability per vocabulary symbol) and Gaussian emissions for real inputs
 (``GaussianHMM``, ``covariance_type`` "diag", "full", "spherical" or "tied").
 Parameters are fitted by EM (Baum-Welch) in hmmlearn, from ``n_init`` random
-initialisations (restart r is seeded ``random_state + r``), keeping the one with
+initialisations (restart 0 is seeded ``random_state``, restart r >= 1 from
+``SeedSequence([random_state, r])``, so no two seeds share a restart), keeping the one with
 the highest training log-likelihood, since single EM runs get stuck in poor local
 optima. Categorical and transition estimates are MAP with a symmetric Dirichlet
 prior of ``pseudocount`` extra counts, so a symbol never seen in training (the
@@ -178,6 +179,15 @@ def forgetting_curve(P: np.ndarray, k_max: int) -> list[float]:
     return out
 
 
+def restart_seed(seed: int, r: int) -> int:
+    """The seed of EM restart ``r`` under model seed ``seed``: ``seed`` itself for the first,
+    then a draw from ``SeedSequence([seed, r])``, so seeds s and s + 1 share no restart (as
+    ``seed + r`` would make them share all but one)."""
+    if r == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, r]).generate_state(1)[0])
+
+
 class HiddenMarkov(SeqModel):
     """Hidden Markov model with categorical (tokens) or Gaussian (real) emissions.
 
@@ -193,7 +203,7 @@ class HiddenMarkov(SeqModel):
         needs).
     mode : "auto", "generative", "readout", "supervised" or "forecast".
     decode : "filter" (causal), "posterior" or "viterbi" (both use the whole row).
-    n_init : EM restarts (seeds ``random_state + r``); the best training
+    n_init : EM restarts (seeds :func:`restart_seed`); the best training
         log-likelihood wins.
     n_iter, tol : EM iterations at most, and the log-likelihood gain below which
         EM stops.
@@ -265,7 +275,7 @@ class HiddenMarkov(SeqModel):
               "a float >= 0")
         _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
         _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
-        seed_of(self.random_state)
+        seed_of(self.random_state, self)
 
     def _resolve_mode(self, data: SeqData) -> str:
         per_seq = data.mask.sum(axis=1)
@@ -338,10 +348,10 @@ class HiddenMarkov(SeqModel):
             n_states = min(n_states, len(flat))
         best, best_ll, lls, last_err = None, -np.inf, [], None
         for r in range(self.n_init):
-            model = self._new_hmm(n_states, seed + r)
+            model = self._new_hmm(n_states, restart_seed(seed, r))
             try:
                 with _quiet_hmmlearn(), np.errstate(divide="ignore", invalid="ignore"):
-                    self._start(model, flat, seed + r)
+                    self._start(model, flat, restart_seed(seed, r))
                     model.fit(flat, lengths)
                     ll = float(model.score(flat, lengths))
             except (ValueError, np.linalg.LinAlgError) as exc:  # a degenerate restart
