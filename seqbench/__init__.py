@@ -7,6 +7,10 @@ The public surface::
     train, valid, test = task.splits(seed=0)
     model = sb.make_model("lstm", hidden_size=64, random_state=0).fit(train, valid)
     result = sb.evaluate(model, task, test)
+
+``sb.model_registry`` and ``sb.task_registry`` list and register models and tasks in this
+process (``names()``, ``get(name)``, ``register(name, cls)``); ``sb.models`` and
+``sb.tasks`` are the subpackages of the built-ins.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 from .data import SeqData, TaskSpec
 from .errors import IncompatibleError, SeqbenchError
 from .evaluate import evaluate
-from .registry import make_model, make_task, models, tasks
+from .registry import make_model, make_task
+from .registry import models as model_registry
+from .registry import tasks as task_registry
 
 __version__ = "0.1.0"
 
@@ -27,6 +33,6 @@ __all__ = [
     "evaluate",
     "make_model",
     "make_task",
-    "models",
-    "tasks",
+    "model_registry",
+    "task_registry",
 ]

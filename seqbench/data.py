@@ -183,6 +183,15 @@ class SeqData:
             raise SeqbenchError(
                 f"Y: expected non-negative class ids at scored positions, got {Y[mask].min()}"
             )
+        for name in ("input_size", "target_size"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int | np.integer) or isinstance(v, bool)
+                                  or v < 1):
+                raise SeqbenchError(f"{name}: expected None or an int >= 1, got {v!r}")
+        if self.input_kind == "real" and X.shape[2] < 1:
+            raise SeqbenchError(f"X: expected at least one input feature, got shape {X.shape}")
+        if self.target_kind == "real" and Y.shape[2] < 1:
+            raise SeqbenchError(f"Y: expected at least one target column, got shape {Y.shape}")
         if self.input_size is None:
             self.input_size = int(X.max()) + 1 if self.input_kind == "tokens" else X.shape[2]
         elif self.input_kind == "real" and self.input_size != X.shape[2]:

@@ -27,6 +27,21 @@ def param_defaults(cls: type) -> dict[str, Any]:
     return out
 
 
+def _none_allowed(cls: type, name: str) -> bool:
+    """Whether the constructor's annotation of ``name`` admits None (``float | None``)."""
+    ann = inspect.signature(cls.__init__).parameters[name].annotation
+    text = ann if isinstance(ann, str) else repr(ann)
+    return ann is not inspect.Parameter.empty and ("None" in text or "Optional" in text)
+
+
+def plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (sweeps built with ``np.arange``);
+    anything else unchanged."""
+    import numpy as np
+
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _type_ok(value: Any, default: Any) -> bool:
     if default is None or default is inspect.Parameter.empty:
         return True
@@ -59,7 +74,9 @@ def check_params(kind: str, name: str, cls: type, params: dict[str, Any], where:
                 f"accepted: {', '.join(defaults) or '(none)'}"
             )
         default = defaults[key]
-        if not _type_ok(value, default):
+        if value is None and _none_allowed(cls, key):
+            continue
+        if not _type_ok(plain(value), default):
             raise SeqbenchError(
                 f"{prefix}{kind} {name!r}, parameter {key!r}: expected "
                 f"{type(default).__name__} like the default {default!r}, got {_describe(value)}"
@@ -125,9 +142,18 @@ class Registry:
 
     def create(self, name: str, params: dict[str, Any] | None = None, where: str = ""):
         cls = self.get(name)
-        params = dict(params or {})
+        params = {k: plain(v) for k, v in (params or {}).items()}
         check_params(self.kind, name, cls, params, where)
-        return cls(**params)
+        obj = cls(**params)
+        # the object's own check of its value ranges (a task's ``check``, a model's
+        # ``_check_params``), so a bad value is an error here and not at fit or sampling
+        own = getattr(obj, "check" if self.kind == "task" else "_check_params", None)
+        if callable(own):
+            try:
+                own()
+            except SeqbenchError as exc:
+                raise SeqbenchError(f"{where + ', ' if where else ''}{exc}") from None
+        return obj
 
 
 models = Registry("model", "seqbench.models")
@@ -135,11 +161,14 @@ tasks = Registry("task", "seqbench.tasks")
 
 
 def make_model(name: str, **params):
-    """Build a registered model by name; unknown names and parameters are errors that list
-    what is accepted."""
+    """Build a registered model by name with validated parameters: unknown names and
+    parameters are errors that list what is accepted, a value of the wrong type or out of
+    range an error that names what is expected. numpy scalars are taken as the Python
+    numbers they hold."""
     return models.create(name, params)
 
 
 def make_task(name: str, **params):
-    """Build a registered task by name, with validated parameters."""
+    """Build a registered task by name with validated parameters (names, types and the
+    task's own ranges, as :func:`make_model`)."""
     return tasks.create(name, params)

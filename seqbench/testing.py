@@ -17,7 +17,9 @@ kind and problem shape the tags declare; refusal of an undeclared input or targe
 with :class:`~seqbench.errors.IncompatibleError`; predict-time inputs of the wrong size
 or with NaN refused with :class:`~seqbench.errors.SeqbenchError`; the same
 ``random_state`` giving the same predictions (for models tagged deterministic); inputs
-left unmodified; a fitted model that pickles and predicts the same after loading.
+left unmodified; a fitted model that pickles and predicts the same after loading; targets
+at unscored positions (out-of-range class ids, NaN) ignored; token ids of a small integer
+dtype (uint8) taken as the same ids in int64.
 
 Checks run with small budgets: parameters named ``max_steps``, ``eval_every``,
 ``max_iter``, ``n_iter`` and ``n_init`` are lowered when the model has them.
@@ -224,6 +226,56 @@ def check_pickle(model) -> None:
         raise _fail(model, "predictions changed after a pickle round-trip")
 
 
+def _same_predictions(model, a: np.ndarray, b: np.ndarray) -> bool:
+    return (np.array_equal(a, b) if a.dtype.kind in "iub"
+            else np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
+
+
+def _seeded(model):
+    m = quick(model)
+    return m.set_params(random_state=7) if "random_state" in m.get_params() else m
+
+
+def check_unscored_targets_ignored(model) -> None:
+    """Targets at unscored positions may hold anything (``SeqData`` checks Y only where
+    the mask is set): class ids out of range, or NaN for real targets, there change
+    nothing in fit or predictions (models tagged deterministic; the others must fit)."""
+    for ik, tk, shape, fc in _supported(model):
+        data = make_data(ik, tk, shape, forecasting=fc)
+        if data.mask.all():
+            continue
+        Y = data.Y.copy()
+        Y[~data.mask] = data.target_size + 5 if tk == "classes" else np.nan
+        noisy = SeqData(data.X, Y, data.mask, input_size=data.input_size,
+                        target_size=data.target_size)
+        got = _seeded(model).fit(noisy, noisy, shape=shape).predict(data.X)
+        if model.tags()["deterministic"]:
+            want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
+            if not _same_predictions(model, got, want):
+                raise _fail(model, f"values of unscored targets changed the predictions "
+                            f"({ik}->{tk} {shape})")
+
+
+def check_token_dtypes(model) -> None:
+    """Token ids of any integer dtype ``SeqData`` accepts (uint8 here) fit and predict as
+    the same ids in int64 do (models tagged deterministic: the same predictions)."""
+    for ik, tk, shape, fc in _supported(model):
+        if ik != "tokens":
+            continue
+        data = make_data(ik, tk, shape, forecasting=fc)
+        small = SeqData(data.X.astype(np.uint8), data.Y, data.mask,
+                        input_size=data.input_size, target_size=data.target_size,
+                        forecasting=data.forecasting)
+        m = _seeded(model).fit(small, small, shape=shape)
+        got = m.predict(small.X)
+        if model.tags()["deterministic"]:
+            want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
+            if not _same_predictions(model, got, want):
+                raise _fail(model, f"uint8 token ids predict differently from int64 ones "
+                            f"({ik}->{tk} {shape})")
+        return
+
+
 CHECKS: tuple[Callable, ...] = (
     check_clone_params,
     check_fit_predict_shapes,
@@ -232,6 +284,8 @@ CHECKS: tuple[Callable, ...] = (
     check_deterministic,
     check_inputs_unmodified,
     check_pickle,
+    check_unscored_targets_ignored,
+    check_token_dtypes,
 )
 
 

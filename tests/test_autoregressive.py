@@ -293,10 +293,12 @@ def test_n_parameters(rng):
     ("mlp", {"patience": 0}),
 ])
 def test_bad_parameters_are_seqbench_errors(rng, name, params):
-    data = _copy_back(rng, 1, N=10)
-    model = make_model(name, **params)
     with pytest.raises(SeqbenchError, match=next(iter(params))):
-        model.fit(data)
+        make_model(name, **params)  # the factory checks, as the suite loader does
+    data = _copy_back(rng, 1, N=10)
+    model = make_model(name).set_params(**params)
+    with pytest.raises(SeqbenchError, match=next(iter(params))):
+        model.fit(data)  # and fit, for a model built or changed another way
 
 
 def test_registered():

@@ -81,6 +81,10 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (("n_train = 300", "n_train = -3"), r"\[data\].n_train: expected an int >= 1"),
     (("lag = [2, 5]", "lag = [2, -5]"), "parameter 'lag': expected an int >= 0"),
     (("seeds = [0, 1]", "seeds = [0, 0]"), "expected distinct seeds"),
+    (("hidden_size = 8", 'hidden_size = 8\ndevice = "tpu"'),
+     "parameter 'device': expected 'auto', 'cpu' or 'cuda\\[:i\\]', got 'tpu'"),
+    (("hidden_size = 8", "hidden_size = 8\nrandom_state = -3"),
+     r"'random_state': expected None or an int in \[0, 2\*\*32\)"),
     (("[suite]", "[suite\n"), "not valid TOML"),
 ])
 def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):

@@ -107,10 +107,11 @@ def test_synthetic_splits_are_distinct_streams(name, seed):
     ("single-step", {"noise": 0.75, "n_classes": 4}),
 ])
 def test_bad_parameters_are_one_line_errors(name, params):
-    task = sb.make_task(name, **params)
-    with pytest.raises(SeqbenchError) as err:
-        task.spec()
-    assert "\n" not in str(err.value) and next(iter(params)) in str(err.value)
+    for build in (lambda: sb.make_task(name, **params),  # the factory checks
+                  lambda: sb.task_registry.get(name)(**params).spec()):  # and spec()
+        with pytest.raises(SeqbenchError) as err:
+            build()
+        assert "\n" not in str(err.value) and next(iter(params)) in str(err.value)
 
 
 # -- dishonest casino -----------------------------------------------------------------------

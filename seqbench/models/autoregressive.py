@@ -335,12 +335,13 @@ class AutoRegressive(_DelayTapModel):
 
     def _check_params(self) -> None:
         self._check_window()
-        _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
+        _need(self, _is_num(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
+              "a finite float >= 0")
         _need(self, isinstance(self.fit_intercept, bool), "fit_intercept", "a bool")
         _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
         _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
-        _need(self, _is_num(self.tol) and self.tol > 0, "tol", "a float > 0")
-        seed_of(self.random_state)
+        _need(self, _is_num(self.tol) and 0 < self.tol < np.inf, "tol", "a finite float > 0")
+        seed_of(self.random_state, self)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         self._check_params()
@@ -566,14 +567,15 @@ class FeedForward(_DelayTapModel):
               "hidden_sizes", "a non-empty tuple of ints >= 1")
         _need(self, self.activation in ("relu", "tanh", "logistic", "identity"), "activation",
               "'relu', 'tanh', 'logistic' or 'identity'")
-        _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
-        _need(self, _is_num(self.lr) and self.lr > 0, "lr", "a float > 0")
+        _need(self, _is_num(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
+              "a finite float >= 0")
+        _need(self, _is_num(self.lr) and 0 < self.lr < np.inf, "lr", "a finite float > 0")
         _need(self, _is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
               "an int >= 1")
         _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
         _need(self, _is_int(self.patience) and self.patience >= 1, "patience", "an int >= 1")
-        _need(self, _is_num(self.tol) and self.tol >= 0, "tol", "a float >= 0")
-        seed_of(self.random_state)
+        _need(self, _is_num(self.tol) and 0 <= self.tol < np.inf, "tol", "a finite float >= 0")
+        seed_of(self.random_state, self)
 
     def _prepare(self, F):
         """Standardised real features (F - mean) / scale, in one new array."""

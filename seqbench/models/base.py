@@ -163,15 +163,20 @@ class SeqModel(BaseEstimator):
         raise NotImplementedError
 
 
-def seed_of(random_state) -> int:
-    """An int seed from ``random_state`` (None -> 0, so unseeded runs are still repeatable)."""
+def seed_of(random_state, owner=None) -> int:
+    """An int seed from ``random_state`` (None -> 0, so unseeded runs are still repeatable):
+    None, an int in [0, 2**32) (numpy's and torch's seed range) or a ``RandomState``.
+    ``owner``, the model, is named in the error."""
     if random_state is None:
         return 0
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, 2**31 - 1))
-    if isinstance(random_state, int | np.integer):
+    if (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)
+            and 0 <= random_state < 2**32):
         return int(random_state)
-    raise SeqbenchError(f"random_state: expected None or an int, got {random_state!r}")
+    who = f"{type(owner).__name__} parameter " if owner is not None else ""
+    raise SeqbenchError(f"{who}'random_state': expected None or an int in [0, 2**32), got "
+                        f"{random_state!r}")
 
 
 # -- moments by blocks (no whole copy of the data) -----------------------------------------

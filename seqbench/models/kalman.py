@@ -756,6 +756,7 @@ class LDSModel(SeqModel):
         need(is_num(self.reg) and self.reg >= 0 and np.isfinite(self.reg), "reg",
              "a finite number >= 0")
         need(_valid_chunk_size(self.chunk_size), "chunk_size", "None or an int >= 1")
+        seed_of(self.random_state, self)
 
     # -- data mapping --------------------------------------------------------------------
     def _inputs(self, X: np.ndarray) -> np.ndarray:
@@ -940,7 +941,10 @@ class LDSModel(SeqModel):
             if Y is None:
                 k = self.target_size_ - (self.target_kind_ == "classes")
                 return U, np.zeros((*Xc.shape[:2], k)), np.zeros(Xc.shape[:2], dtype=bool)
-            Yc = self._coded(Y[idx], self.target_kind_, self.target_size_)
+            Yi = Y[idx]
+            if self.target_kind_ == "classes":  # unscored targets may hold any value
+                Yi = np.where(mask[idx], Yi, 0)
+            Yc = self._coded(Yi, self.target_kind_, self.target_size_)
             return U, np.where(mask[idx, :, None], Yc, 0.0), mask[idx]
         return streams
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,17 @@ def resolve_device(device: str):
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     return dev
+
+
+def net_input(x):
+    """A batch of inputs as the network takes them: real inputs as float32; token ids as
+    they are when int32 or int64 (what ``nn.Embedding`` indexes with), else (uint8,
+    int16, ...: any integer type ``SeqData`` accepts) as int64."""
+    import torch
+
+    if x.is_floating_point():
+        return x.float()
+    return x if x.dtype in (torch.int32, torch.int64) else x.long()
 
 
 def current_device(device):
@@ -211,9 +223,7 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
     net.train()  # cuDNN runs an RNN's backward in training mode only (no dropout here)
     try:
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            x = torch.as_tensor(X[rows], device=device)
-            if x.is_floating_point():
-                x = x.float()
+            x = net_input(torch.as_tensor(X[rows], device=device))
             with torch.no_grad():
                 e = net.inp(x)  # (n, T, E)
                 starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K
@@ -335,7 +345,9 @@ class RecurrentModel(SeqModel):
              "clip_norm", "None or a float > 0")
         need(self.tbptt is None or _is_int(self.tbptt, 1), "tbptt", "None or an int >= 1")
         need(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'")
-        need(isinstance(self.device, str), "device", "'auto', 'cpu' or 'cuda[:i]'")
+        need(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)
+             is not None, "device", "'auto', 'cpu' or 'cuda[:i]'")
+        seed_of(self.random_state, self)
 
     # -- training ----------------------------------------------------------------------
     def _position_loss(self, out, y):
@@ -391,12 +403,9 @@ class RecurrentModel(SeqModel):
                 _on_device(data.mask, device, torch.bool))
 
     def _cast(self, x, y):
-        """One batch in the network's dtypes: float32 real inputs (token ids as they are),
-        long class ids or float32 real targets; tensors already so are returned as they
-        are (no copy)."""
-        if x.is_floating_point():
-            x = x.float()
-        return x, (y.long() if self.target_kind_ == "classes" else y.float())
+        """One batch in the network's dtypes: :func:`net_input`, long class ids or float32
+        real targets; tensors already so are returned as they are (no copy)."""
+        return net_input(x), (y.long() if self.target_kind_ == "classes" else y.float())
 
     def _batch_loss(self, net, x, y, m, mask: np.ndarray):
         """Backpropagate the mean loss over the scored positions of one batch and return it
@@ -603,9 +612,7 @@ class RecurrentModel(SeqModel):
             out = np.empty((N, T, self.target_size_), dtype=np.float32)  # (N, T, K)
         with torch.inference_mode():
             for s in range(0, N, batch):
-                x = torch.as_tensor(X[s:s + batch], device=device)
-                if self.input_kind_ == "real":
-                    x = x.float()
+                x = net_input(torch.as_tensor(X[s:s + batch], device=device))
                 h, _ = net.hidden(x)
                 z = net.head(h).float()  # (B, T, K)
                 if how == "proba":

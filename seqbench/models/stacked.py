@@ -68,6 +68,7 @@ from .recurrent import (
     LSTMModel,
     current_device,
     gradient_decay,
+    net_input,
     resolve_device,
 )
 
@@ -239,7 +240,7 @@ class MemberSplits:
         """One member's rows in the network's dtypes, unscored targets 0."""
         import torch
 
-        x = x.float() if self.real else x
+        x = net_input(x)
         if self.classes:
             return x, torch.where(mk, y, 0).long(), mk
         return x, torch.where(mk.unsqueeze(-1), y, 0.0).float(), mk

@@ -50,6 +50,11 @@ class Task:
                 f"got {getattr(self, param)!r}"
             )
 
+    def _check_seed(self, seed) -> None:
+        if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
+            raise SeqbenchError(f"task {self.name!r}: expected a seed that is an int >= 0, "
+                                f"got {seed!r}")
+
     # -- what subclasses implement ---------------------------------------------------
     def spec(self) -> TaskSpec:
         raise NotImplementedError
@@ -80,6 +85,7 @@ class Task:
         """Train, valid and test sets. Each split draws from its own child of ``seed``
         (``SeedSequence([seed, k])`` for split k), so no two splits share a stream.
         ``n_valid=0`` gives ``None`` for the validation set."""
+        self._check_seed(seed)
         sizes = dict(self.default_sizes)
         for key, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
             if value is not None:

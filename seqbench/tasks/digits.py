@@ -110,6 +110,7 @@ class SequentialDigits(Task):
         """Disjoint train, valid, test sets from one shuffle of the pool (test dealt first);
         ``n_valid=0`` gives ``None`` for the validation set."""
         self.check()
+        self._check_seed(seed)
         sizes = dict(self.default_sizes)
         for key, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
             if value is not None:

@@ -1,0 +1,79 @@
+"""The Python API's validation: factories check what a suite file's loader checks, and the
+public registries stay reachable whatever has been imported."""
+
+import numpy as np
+import pytest
+
+import seqbench as sb
+from seqbench.data import SeqData
+from seqbench.errors import SeqbenchError
+
+
+def test_the_registries_survive_importing_the_subpackages():
+    import seqbench.models.base  # noqa: F401  (what a plugin imports first)
+    import seqbench.tasks.jane  # noqa: F401
+
+    assert "lstm" in sb.model_registry.names() and "jane-recall" in sb.task_registry.names()
+    sb.make_task("jane-recall")
+    assert sb.task_registry.get("jane-recall").__name__ == "JaneRecall"
+
+
+def test_numpy_scalars_are_taken_as_python_numbers():
+    model = sb.make_model("lstm", hidden_size=np.int64(8), lr=np.float32(0.5))
+    assert type(model.hidden_size) is int and model.hidden_size == 8
+    assert type(model.lr) is float and model.lr == 0.5
+    assert sb.make_task("jane-recall", lag=np.arange(3)[2]).lag == 2
+
+
+def test_none_where_the_signature_allows_it():
+    assert sb.make_model("lstm", clip_norm=None).clip_norm is None
+    with pytest.raises(SeqbenchError, match="'hidden_size': expected int like the default"):
+        sb.make_model("lstm", hidden_size=None)
+
+
+@pytest.mark.parametrize("name", ["ar", "mlp", "lds", "hmm", "rnn", "irnn", "lstm", "gru"])
+@pytest.mark.parametrize("seed", [-1, 2**32, True])
+def test_every_seeded_model_refuses_a_bad_random_state_when_built(name, seed):
+    with pytest.raises(SeqbenchError, match=r"parameter 'random_state': expected None or an "
+                                            r"int in \[0, 2\*\*32\)"):
+        sb.make_model(name, random_state=seed)
+
+
+@pytest.mark.parametrize("name, params, message", [
+    ("gru", {"device": "tpu"}, "'device': expected 'auto', 'cpu' or 'cuda"),
+    ("lstm", {"device": "cuda:x"}, "'device': expected 'auto', 'cpu' or 'cuda"),
+    ("mlp", {"lr": float("inf")}, "'lr': expected a finite float > 0"),
+    ("ar", {"alpha": float("inf")}, "'alpha': expected a finite float >= 0"),
+])
+def test_out_of_range_model_values_are_refused_when_built(name, params, message):
+    with pytest.raises(SeqbenchError, match=message):
+        sb.make_model(name, **params)
+
+
+def test_out_of_range_task_values_are_refused_when_built():
+    with pytest.raises(SeqbenchError, match="task 'jane-recall', parameter 'lag': expected an "
+                                            "int >= 0, got -5"):
+        sb.make_task("jane-recall", lag=-5)
+
+
+@pytest.mark.parametrize("task", ["jane-recall", "digits"])
+@pytest.mark.parametrize("seed", [1.5, -1, "a", True])
+def test_splits_refuse_a_seed_that_is_not_a_non_negative_int(task, seed):
+    with pytest.raises(SeqbenchError, match=f"task '{task}': expected a seed that is an int "
+                                            ">= 0"):
+        sb.make_task(task).splits(seed)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda X, Y, M: SeqData(X[..., :0], Y, M), "X: expected at least one input feature"),
+    (lambda X, Y, M: SeqData(X, Y[..., :0], M), "Y: expected at least one target column"),
+    (lambda X, Y, M: SeqData(X, Y, M, input_size=7.5), "input_size: expected None or an int"),
+    (lambda X, Y, M: SeqData(X[..., 0].astype(int), Y[..., 0].astype(int), M,
+                             target_size="3"), "target_size: expected None or an int >= 1"),
+    (lambda X, Y, M: SeqData(X[..., 0].astype(int), Y[..., 0].astype(int), M,
+                             input_size=0), "input_size: expected None or an int >= 1"),
+])
+def test_seqdata_refuses_empty_feature_axes_and_odd_sizes(make, message):
+    X, Y, M = np.zeros((3, 4, 2)), np.zeros((3, 4, 1)), np.ones((3, 4), bool)
+    with pytest.raises(SeqbenchError, match=message):
+        make(X, Y, M)
