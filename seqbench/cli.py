@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
 import sys
+import threading
 
 from . import __version__, registry
 from .errors import SeqbenchError
@@ -19,14 +21,17 @@ def _cmd_run(args) -> int:
     from .report import render_table, summary_table
     from .runner import make_executor, run_suite
     from .store import Store, check_store_path
-    from .suite import load_suite
+    from .suite import check_timeout, load_suite
 
     suite = load_suite(args.suite)       # validate everything before touching the store
     hashes = {job["hash"] for job in suite.jobs()}
     executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads,
                              gpu_slots=args.gpu_slots)
-    if args.timeout is not None and not args.timeout > 0:
-        raise SeqbenchError(f"--timeout: expected seconds > 0, got {args.timeout:g}")
+    if args.timeout is not None:
+        try:
+            check_timeout(args.timeout)
+        except SeqbenchError as exc:
+            raise SeqbenchError(f"--timeout: {exc}") from None
     if args.stack < 1:
         raise SeqbenchError(f"--stack: expected an int >= 1, got {args.stack}")
     check_store_path(args.store)
@@ -48,7 +53,9 @@ def _cmd_run(args) -> int:
     if bad:
         print("not ok: " + ", ".join(f"{v} {k}" for k, v in bad.items())
               + f" (see why: seqbench results --store {args.store} --errors)")
-    return 0
+    # a job that raised or whose worker died is an error; a timeout or a divergence is a
+    # result of the model under the suite's budget
+    return 1 if summary.get("failed") else 0
 
 
 def _cmd_list(args) -> int:
@@ -165,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite file and print its results table",
                        description="Run every job of a suite (tasks x models x seeds) not yet in "
                        "the store, then print the results table. Finished jobs are skipped on a "
-                       "rerun.")
+                       "rerun. Exit status: 0 when every job ran to a result (ok, skipped, "
+                       "timeout or diverged), 1 when a job failed (raised an error, or its "
+                       "worker died), 2 for bad input (nothing run), 130 on Ctrl-C or SIGTERM "
+                       "(finished jobs kept).")
     r.add_argument("suite", help="suite TOML file, e.g. tasks/smoke.toml")
     r.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     r.add_argument("--executor", default="local",
@@ -237,17 +247,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: workers stopped, finished jobs kept."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except SeqbenchError as exc:
         print(f"seqbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("seqbench: interrupted; finished jobs are kept in the store", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"seqbench: {what}; finished jobs are kept in the store", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

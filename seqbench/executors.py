@@ -149,10 +149,42 @@ class Queues:
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _worker_main(conn, threads: int, path: list[str], extras: dict[str, dict[str, type]]) -> None:
+def _die_with_driver(driver: int) -> None:
+    """End this worker as soon as the driver process ``driver`` ends, however it ends
+    (SIGKILL included), so no worker goes on computing a job nobody will read: a daemon
+    thread waits on a pidfd of the driver (Linux), or checks every second that it still
+    exists, then ``os._exit``. (Under ``forkserver`` the worker's parent is the fork
+    server, not the driver, so the parent-death signal would not do.)"""
+    import threading
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(driver)
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):  # no pidfd: poll
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(driver, 0)
+                except ProcessLookupError:
+                    os._exit(1)
+                except PermissionError:
+                    pass
+        import select
+
+        select.select([fd], [], [])  # readable once the driver has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="seqbench-driver-watch", daemon=True).start()
+
+
+def _worker_main(conn, threads: int, path: list[str], extras: dict[str, dict[str, type]],
+                 driver: int) -> None:
     """A local worker: receive jobs on ``conn``, send ("started", job hash) then
     ("done", record) for each; exit on ``None`` or when the driver's end closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    _die_with_driver(driver)
     for entry in path:
         if entry not in sys.path:
             sys.path.append(entry)
@@ -204,7 +236,8 @@ class _Worker:
         self.slot = slot
         self.conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main,
-                                   args=(child, threads, list(sys.path), extras), daemon=True,
+                                   args=(child, threads, list(sys.path), extras, os.getpid()),
+                                   daemon=True,
                                    name=f"seqbench-{slot.kind}-worker")
         self.process.start()
         child.close()

@@ -9,13 +9,16 @@ from __future__ import annotations
 import numpy as np
 
 from .data import SeqData
-from .errors import SeqbenchError
+from .errors import DivergedError, SeqbenchError
 
 EPS = 1e-12
 
 
 def check_predictions(data: SeqData, pred: np.ndarray, proba: np.ndarray | None) -> None:
-    """Shapes of predictions must align with ``data.Y`` (and ``proba`` be (N, T, K))."""
+    """Shapes of predictions must align with ``data.Y`` (and ``proba`` be (N, T, K)); at
+    the scored positions, class ids must lie in [0, K), probabilities be >= 0 and sum to
+    1, and nothing be NaN or infinite (:class:`DivergedError`: a numerical blow-up,
+    recorded as ``diverged``; the rest :class:`SeqbenchError`)."""
     if data.target_kind == "classes":
         if pred.shape != data.Y.shape:
             raise SeqbenchError(f"predictions: expected shape {data.Y.shape}, got {pred.shape}")
@@ -26,6 +29,31 @@ def check_predictions(data: SeqData, pred: np.ndarray, proba: np.ndarray | None)
             )
     elif pred.shape != data.Y.shape:
         raise SeqbenchError(f"predictions: expected shape {data.Y.shape}, got {pred.shape}")
+    m = data.mask
+    if data.target_kind == "classes":
+        ids = pred[m]
+        # (SeqData has at least one scored position, so ids is not empty)
+        if ids.dtype.kind == "f" and not np.isfinite(ids).all():
+            raise DivergedError(f"predictions: NaN or infinity at "
+                                f"{int((~np.isfinite(ids)).sum())} of {ids.size} scored positions")
+        if ids.dtype.kind not in "iuf" or (ids != np.round(ids)).any() or (
+                ids.min() < 0 or ids.max() >= data.target_size):
+            raise SeqbenchError(f"predictions: expected class ids in [0, {data.target_size}) "
+                                f"at the scored positions, got dtype {ids.dtype}, values "
+                                f"{ids.min()}..{ids.max()}")
+    elif not np.isfinite(pred[m]).all():
+        raise DivergedError(f"predictions: NaN or infinity at "
+                            f"{int((~np.isfinite(pred[m])).any(-1).sum())} of {int(m.sum())} "
+                            "scored positions")
+    if proba is not None:
+        p = proba[m]  # (M, K)
+        if not np.isfinite(p).all():
+            raise DivergedError(f"predict_proba: NaN or infinity at "
+                                f"{int((~np.isfinite(p)).any(-1).sum())} of {int(m.sum())} "
+                                "scored positions")
+        if p.size and (p.min() < 0 or not np.allclose(p.sum(-1), 1.0, atol=1e-3)):
+            raise SeqbenchError("predict_proba: expected probabilities (>= 0, each row "
+                                "summing to 1) at the scored positions")
 
 
 def masked_metrics(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import socket
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -58,8 +60,20 @@ def device_name(device: str | None) -> str:
 
 
 @functools.cache
+def threads() -> int | None:
+    """torch's intra-op threads in this process (the worker's ``--threads``), else the
+    OpenMP setting; None when neither says. Float sums in torch and BLAS split by threads,
+    so the same seed may round differently under another count."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
+
+
 def provenance() -> dict:
-    """Versions of Python and the key packages, git commit and host."""
+    """Versions of Python and the key packages, git commit, host, and the threads the job
+    ran with."""
     return {
         "python": platform.python_version(),
         **{name: _version(name) for name in PACKAGES},
@@ -67,4 +81,5 @@ def provenance() -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
+        "threads": threads(),
     }

@@ -45,10 +45,22 @@ from typing import Any
 
 from . import registry
 from .errors import SeqbenchError
+from .models.base import is_device_name
 
 DATA_KEYS = ("n_train", "n_valid", "n_test")
 RUNNER_BUDGET_KEYS = ("timeout", "device")
 SECTIONS = ("suite", "data", "budget", "task", "model")
+#: the longest time limit, in seconds (about 11.6 days): the executors wait in calls whose
+#: timeouts are counted in milliseconds of a 32-bit int (about 24.8 days)
+MAX_TIMEOUT = 1e6
+
+
+def check_timeout(seconds: Any) -> float:
+    """A per-job time limit in seconds: a number in (0, ``MAX_TIMEOUT``]."""
+    if (not isinstance(seconds, int | float) or isinstance(seconds, bool)
+            or not 0 < seconds <= MAX_TIMEOUT):
+        raise SeqbenchError(f"expected seconds in (0, {MAX_TIMEOUT:g}], got {seconds!r}")
+    return float(seconds)
 
 
 def canonical_hash(obj: Any) -> str:
@@ -67,6 +79,14 @@ def _json_default(o):
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=_json_default))
+
+
+def _as_defaults(params: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with an int given for a float parameter written as that float, so that
+    ``noise = 0`` and ``noise = 0.0`` (or the default 0.0) are one job with one hash."""
+    return {k: float(v) if (isinstance(defaults.get(k), float) and isinstance(v, int)
+                            and not isinstance(v, bool)) else v
+            for k, v in params.items()}
 
 
 @dataclass
@@ -103,14 +123,15 @@ class Suite:
             task_cls = registry.tasks.get(t.name)
             task_defaults = registry.param_defaults(task_cls)
             for tparams in t.grid:
-                full_t = _jsonable({**task_defaults, **tparams})
+                full_t = _jsonable(_as_defaults({**task_defaults, **tparams}, task_defaults))
                 data = {**self.data, **t.data}
                 for m in self.models:
                     model_cls = registry.models.get(m.name)
                     model_defaults = registry.param_defaults(model_cls)
                     budget = {k: v for k, v in self.budget.items() if k in model_defaults}
                     for mparams in m.grid:
-                        full_m = _jsonable({**model_defaults, **budget, **mparams})
+                        full_m = _jsonable(_as_defaults({**model_defaults, **budget, **mparams},
+                                                        model_defaults))
                         for seed in self.seeds:
                             spec = {
                                 "task": t.name,
@@ -239,9 +260,15 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     if not isinstance(budget, dict):
         raise _err(path, "[budget]", "expected a table")
     timeout = budget.get("timeout")
-    if timeout is not None and (not isinstance(timeout, int | float) or isinstance(timeout, bool)
-                                or timeout <= 0):
-        raise _err(path, "[budget].timeout", f"expected seconds > 0, got {timeout!r}")
+    if timeout is not None:
+        try:
+            check_timeout(timeout)
+        except SeqbenchError as exc:
+            raise _err(path, "[budget].timeout", str(exc)) from None
+    device = budget.get("device")
+    if device is not None and not is_device_name(device):
+        raise _err(path, "[budget].device", f"expected 'auto', 'cpu' or 'cuda[:i]', got "
+                   f"{device!r}")
 
     tasks, models = [], []
     for kind, key, out in (("task", "task", tasks), ("model", "model", models)):
@@ -261,6 +288,8 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             except SeqbenchError as exc:
                 raise SeqbenchError(f"suite {path}, {where}: {exc}") from None
             label = entry.pop("label", ename)
+            if not isinstance(label, str) or not label.strip():
+                raise _err(path, f"{where}.label", f"expected a non-empty string, got {label!r}")
             edata = {}
             if kind == "task" and "data" in entry:
                 edata = _int_table(path, f"{where}.data", entry.pop("data"), DATA_KEYS, minimum)
@@ -281,11 +310,26 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             raise _err(path, f"[budget].{key}",
                        "matches no parameter of the suite's models; budget keys are model "
                        "parameter names (max_steps, batch_size, ...) or timeout/device")
+        if not _finite(value):
+            raise _err(path, f"[budget].{key}", f"expected finite numbers, got {value!r}")
         for m in models:
             cls = registry.models.get(m.name)
             if key in registry.param_defaults(cls):
                 registry.check_params("model", m.name, cls, {key: value},
                                       where=f"suite {path}, [budget]")
+    # each model configuration with the budget applied passes the model's own range checks
+    # (a model's explicit parameter wins over the budget, as in the jobs)
+    for i, m in enumerate(models):
+        cls = registry.models.get(m.name)
+        own = {k: v for k, v in budget.items() if k in registry.param_defaults(cls)}
+        if not own or not hasattr(cls, "_check_params"):
+            continue
+        for combo in m.grid:
+            try:
+                cls(**{**own, **combo})._check_params()
+            except SeqbenchError as exc:
+                raise SeqbenchError(f"suite {path}, [budget] applied to [[model]] #{i + 1} "
+                                    f"({m.name!r}): {exc}") from None
     data.setdefault("n_train", 1000)
     data.setdefault("n_valid", 200)
     data.setdefault("n_test", 500)
@@ -298,4 +342,9 @@ def load_suite(path: str | Path) -> Suite:
     p = Path(path)
     if not p.is_file():
         raise SeqbenchError(f"suite {path}: no such file")
-    return parse_suite(p.read_text(), str(path))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SeqbenchError(f"suite {path}: expected a UTF-8 TOML text file, got bytes that "
+                            f"are not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return parse_suite(text, str(path))

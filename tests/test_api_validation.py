@@ -77,3 +77,59 @@ def test_seqdata_refuses_empty_feature_axes_and_odd_sizes(make, message):
     X, Y, M = np.zeros((3, 4, 2)), np.zeros((3, 4, 1)), np.ones((3, 4), bool)
     with pytest.raises(SeqbenchError, match=message):
         make(X, Y, M)
+
+
+# -- predictions a task refuses to score ------------------------------------------------------
+def _scored(task, data, pred, proba=None):
+    return task.score(data, pred, proba)
+
+
+def test_non_finite_or_impossible_predictions_are_not_scored():
+    from seqbench.errors import DivergedError
+
+    task = sb.make_task("jane-recall", lag=2, n_names=4)
+    _, _, test = task.splits(0, 10, 0, 20)
+    K = test.target_size
+    pred = np.zeros_like(test.Y)
+    proba = np.full((*test.Y.shape, K), 1.0 / K)
+    assert _scored(task, test, pred, proba)["metrics"]["accuracy"] >= 0  # the good case
+    bad = proba.copy()
+    bad[test.mask] = np.nan
+    with pytest.raises(DivergedError, match="predict_proba: NaN or infinity at 20 of 20"):
+        _scored(task, test, pred, bad)
+    with pytest.raises(SeqbenchError, match=r"expected probabilities \(>= 0, each row"):
+        _scored(task, test, pred, proba * 2)
+    with pytest.raises(SeqbenchError, match=rf"expected class ids in \[0, {K}\)"):
+        _scored(task, test, pred + K, proba)
+    with pytest.raises(DivergedError, match="predictions: NaN or infinity"):
+        _scored(task, test, np.where(test.mask, np.nan, 0.0), proba)
+    # real targets
+    adding = sb.make_task("adding", length=10)
+    _, _, te = adding.splits(0, 10, 0, 8)
+    with pytest.raises(DivergedError, match="predictions: NaN or infinity at 8 of 8"):
+        _scored(adding, te, np.full(te.Y.shape, np.inf))
+
+
+def test_a_model_predicting_nan_is_recorded_as_diverged_not_ok(tmp_path):
+    from seqbench import registry
+    from seqbench.models.baseline import ChanceBaseline
+    from seqbench.runner import run_suite
+    from seqbench.store import Store
+    from seqbench.suite import parse_suite
+
+    class NaNChance(ChanceBaseline):
+        def _predict_proba(self, X):
+            return np.full((*X.shape[:2], self.target_size_), np.nan)
+
+    registry.models.register("nan-chance", NaNChance)
+    try:
+        suite = parse_suite('[suite]\nname = "n"\n[data]\nn_train = 20\nn_valid = 5\n'
+                            'n_test = 10\n[[task]]\nname = "jane-recall"\nlag = 2\n'
+                            '[[model]]\nname = "nan-chance"\n[[model]]\nname = "chance"\n',
+                            "n.toml")
+        with Store(tmp_path / "s.sqlite") as store:
+            run_suite(suite, store, log=None)
+            got = dict(store.conn.execute("SELECT model, status FROM runs"))
+    finally:
+        registry.models._extra.pop("nan-chance")
+    assert got == {"nan-chance": "diverged", "chance": "ok"}

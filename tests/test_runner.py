@@ -1,6 +1,7 @@
 """The runner at scale: executors, failure isolation, timeouts, resume after SIGKILL,
 Ctrl-C, retries, GPU routing, per-job memory and provenance."""
 
+import contextlib
 import json
 import os
 import signal
@@ -207,21 +208,21 @@ def test_retry_failed_and_force(tmp_path, capsys):
     suite = write(tmp_path, MIXED.replace("seconds = 60.0", "seconds = 0.0"))
     store = tmp_path / "s.sqlite"
     args = ["run", str(suite), "--store", str(store), "--executor", "inline"]
-    assert main(args) == 0
+    assert main(args) == 1  # test-raise failed: exit status 1
     out = capsys.readouterr().out
     assert "not ok: 1 failed (see why: seqbench results" in out
     before = {r["model"]: r for r in rows(store)}
     time.sleep(1.1)  # timestamps have one-second resolution
-    assert main(args) == 0
+    assert main(args) == 0  # nothing ran, nothing failed
     assert "4 already in the store, 0 to run" in capsys.readouterr().out
-    assert main([*args, "--retry-failed"]) == 0
+    assert main([*args, "--retry-failed"]) == 1
     assert "3 already in the store, 1 to run" in capsys.readouterr().out
     after = {r["model"]: r for r in rows(store)}
     assert after["test-raise"]["finished"] > before["test-raise"]["finished"]
     for name in ("chance", "lstm", "test-sleep"):
         assert after[name]["finished"] == before[name]["finished"]
     time.sleep(1.1)
-    assert main([*args, "--force"]) == 0
+    assert main([*args, "--force"]) == 1
     assert "0 already in the store, 4 to run" in capsys.readouterr().out
     forced = {r["model"]: r for r in rows(store)}
     assert all(forced[m]["finished"] > after[m]["finished"] for m in forced)
@@ -312,6 +313,72 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_jobs(tmp_path):
         assert r["status"] in STATUSES and r["finished"] and r["provenance"]
 
 
+def test_sigterm_stops_cleanly_and_keeps_finished_jobs(tmp_path):
+    suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
+    _, _, proc = _start(suite, store)
+    _wait_for_rows(store, proc, n=1)
+    proc.send_signal(signal.SIGTERM)      # what a scheduler or `kill` sends: the driver only
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "terminated; finished jobs are kept" in err and "Traceback" not in err
+    assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert all(r["status"] in STATUSES and r["finished"] for r in rows(store))
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process, from /proc."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        out[int(stat.parent.name)] = (int(fields[1]), fields[0])
+    return out
+
+
+def _descendants(pid: int) -> set[int]:
+    table, found, frontier = _proc_table(), set(), {pid}
+    while frontier:
+        frontier = {p for p, (pp, _) in table.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_when_the_driver_is_killed(tmp_path):
+    """SIGKILL to the driver alone (no handler runs): its workers, children of the fork
+    server, must not go on computing."""
+    endless = RESUMABLE.replace("seeds = [0, 1, 2, 3, 4, 5, 6]", "seeds = [0]").replace(
+        "max_steps = 300", "max_steps = 10000000\npatience = 1000000")  # hours of training
+    suite, store = write(tmp_path, endless), tmp_path / "s.sqlite"
+    _, _, proc = _start(suite, store, "-j", "1")
+    end = time.monotonic() + 60
+    family: set[int] = set()
+    while len(family) < 2 and time.monotonic() < end:  # the fork server and the worker
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+        family = _descendants(proc.pid)
+    time.sleep(3)  # the worker is training now
+    family = _descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    end = time.monotonic() + 15
+    try:
+        while time.monotonic() < end:
+            table = _proc_table()
+            alive = {p for p in family if p in table and table[p][1] != "Z"}
+            if not alive:
+                break
+            time.sleep(0.1)
+        assert not alive, f"still running 15 s after the driver died: {alive}"
+    finally:
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -324,7 +391,10 @@ def _closed_port() -> int:
     (["--executor", "dask-local:0"], "expected dask-local:N with N an int >= 1"),
     (["-j", "0"], "-j/--jobs: expected an int >= 1, got 0"),
     (["--gpu-slots", "0"], "--gpu-slots: expected an int >= 1, got 0"),
-    (["--timeout", "-1"], "--timeout: expected seconds > 0, got -1"),
+    (["--timeout", "-1"], "--timeout: expected seconds in (0, 1e+06], got -1"),
+    (["--timeout", "nan"], "--timeout: expected seconds in (0, 1e+06], got nan"),
+    (["--timeout", "inf"], "--timeout: expected seconds in (0, 1e+06], got inf"),
+    (["--timeout", "3000000"], "--timeout: expected seconds in (0, 1e+06], got 3000000.0"),
     (["--executor", "dask://127.0.0.1:PORT"], "cannot reach the Dask scheduler at tcp://127.0.0"),
 ])
 def test_bad_run_options_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch,

@@ -83,6 +83,17 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (("seeds = [0, 1]", "seeds = [0, 0]"), "expected distinct seeds"),
     (("hidden_size = 8", 'hidden_size = 8\ndevice = "tpu"'),
      "parameter 'device': expected 'auto', 'cpu' or 'cuda\\[:i\\]', got 'tpu'"),
+    (("max_steps = 30", "max_steps = 0"), r"\[budget\] applied to \[\[model\]\] #2 \('lstm'\): "
+     "LSTMModel parameter 'max_steps': expected an int >= 1, got 0"),
+    (("max_steps = 30", "max_steps = 30\nlr = nan"), r"\[budget\].lr: expected finite numbers"),
+    (("max_steps = 30", 'max_steps = 30\ndevice = "tpu"'),
+     r"\[budget\].device: expected 'auto', 'cpu' or 'cuda\[:i\]', got 'tpu'"),
+    (("max_steps = 30", "max_steps = 30\ntimeout = nan"),
+     r"\[budget\].timeout: expected seconds in \(0, 1e\+06\], got nan"),
+    (("max_steps = 30", "max_steps = 30\ntimeout = inf"),
+     r"\[budget\].timeout: expected seconds in \(0, 1e\+06\], got inf"),
+    (('name = "chance"', 'name = "chance"\nlabel = 5'),
+     r"\[\[model\]\] #1.label: expected a non-empty string, got 5"),
     (("hidden_size = 8", "hidden_size = 8\nrandom_state = -3"),
      r"'random_state': expected None or an int in \[0, 2\*\*32\)"),
     (("[suite]", "[suite\n"), "not valid TOML"),
@@ -99,6 +110,26 @@ def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, cap
     assert __import__("re").search(message, err), err
     after = sqlite3.connect(store).execute("SELECT hash, status, score FROM runs").fetchall()
     assert after == before
+
+
+def test_a_suite_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(SUITE.replace("tiny", "t\u00e9").encode("latin-1"))
+    assert main([*RUN, str(bad), "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "expected a UTF-8 TOML text file" in err, err
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_a_number_written_as_an_int_or_a_float_is_one_job():
+    """``weight_decay = 0`` (an int) is the default 0.0: the same job, the same hash."""
+    plain = parse_suite(SUITE, "a.toml").jobs()
+    spelled = parse_suite(SUITE.replace("hidden_size = 8", "hidden_size = 8\nweight_decay = 0"),
+                          "b.toml").jobs()
+    assert [j["hash"] for j in spelled] == [j["hash"] for j in plain]
+    lstm = [j for j in spelled if j["model"] == "lstm"][0]
+    assert lstm["model_params"]["weight_decay"] == 0.0
+    assert isinstance(lstm["model_params"]["weight_decay"], float)
 
 
 def test_run_twice_trains_nothing_the_second_time(tmp_path, capsys):
@@ -133,7 +164,8 @@ def test_a_failing_job_is_recorded_and_the_suite_goes_on(tmp_path, capsys):
     store = tmp_path / "s.sqlite"
     registry.models.register("fails-on-long-lags", FailsOnLongLags)
     try:
-        assert main([*RUN, str(write(tmp_path, text)), "--store", str(store), "-q"]) == 0
+        # a failed job is an error: exit status 1, after the whole suite ran
+        assert main([*RUN, str(write(tmp_path, text)), "--store", str(store), "-q"]) == 1
     finally:
         registry.models._extra.pop("fails-on-long-lags")
     out = capsys.readouterr().out

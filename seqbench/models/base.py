@@ -30,6 +30,7 @@ Capabilities are tags (class attribute ``_tags``, merged along the MRO):
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import numpy as np
@@ -161,6 +162,12 @@ class SeqModel(BaseEstimator):
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def is_device_name(device) -> bool:
+    """Whether ``device`` is a device a model's ``device`` parameter may name: ``"auto"``,
+    ``"cpu"``, ``"cuda"`` or ``"cuda:i"`` (whether this machine has it is checked at fit)."""
+    return isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None
 
 
 def seed_of(random_state, owner=None) -> int:

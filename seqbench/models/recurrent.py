@@ -60,14 +60,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from typing import Any
 
 import numpy as np
 
 from ..data import SeqData
 from ..errors import DivergedError, SeqbenchError
-from .base import SeqModel, seed_of
+from .base import SeqModel, is_device_name, seed_of
 
 
 def resolve_device(device: str):
@@ -345,8 +344,7 @@ class RecurrentModel(SeqModel):
              "clip_norm", "None or a float > 0")
         need(self.tbptt is None or _is_int(self.tbptt, 1), "tbptt", "None or an int >= 1")
         need(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'")
-        need(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device)
-             is not None, "device", "'auto', 'cpu' or 'cuda[:i]'")
+        need(is_device_name(self.device), "device", "'auto', 'cpu' or 'cuda[:i]'")
         seed_of(self.random_state, self)
 
     # -- training ----------------------------------------------------------------------
