@@ -93,22 +93,32 @@ def _cmd_results(args) -> int:
     from .store import Store
 
     with Store(args.store, create=False) as store:
-        df = store.frame(args.suite)
-    if args.errors:
-        bad = df[df["status"] != "ok"]
-        if bad.empty:
-            print("every job finished ok")
-        for _, r in bad.iterrows():
-            first = (r["error"] or "").splitlines()[0] if r["error"] else ""
-            print(f"{r['status']}: {r['model_label']} on {r['task_label']} "
-                  f"{r['task_sweep']} seed {r['seed']}: {first}")
-        return 0
-    for suite_name, sub in df.groupby("suite", sort=False):
-        print(f"suite {suite_name}")
-        print(render_table(summary_table(sub)))
-        print()
-    if df.empty:
+        names = store.suite_names()
+        if args.suite is not None:
+            if args.suite not in names:
+                raise SeqbenchError(f"results: store {args.store} has no suite {args.suite!r}; "
+                                    f"it has: {', '.join(names) or 'none'}")
+            names = [args.suite]
+        frames = [(name, store.frame(name)) for name in names]
+    if not frames:
         print("(no results)")
+        return 0
+    if args.errors:
+        for name, df in frames:
+            bad = df[df["status"] != "ok"]
+            if len(frames) > 1:
+                print(f"suite {name}")
+            if bad.empty:
+                print(f"every job finished ok ({len(df)} job{'s' * (len(df) != 1)})")
+            for _, r in bad.iterrows():
+                first = (r["error"] or "").splitlines()[0] if r["error"] else ""
+                print(f"{r['status']}: {r['model_label']} on {r['task_label']} "
+                      f"{r['task_sweep']} seed {r['seed']}: {first}")
+        return 0
+    for name, df in frames:
+        print(f"suite {name}")
+        print(render_table(summary_table(df)))
+        print()
     return 0
 
 
@@ -116,26 +126,24 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from .plots import slug
-    from .report import write_report
+    from .report import check_formats, write_report
     from .store import Store
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    formats = check_formats(tuple(f.strip() for f in args.format.split(",") if f.strip()))
     with Store(args.store, create=False) as store:
-        df = store.frame()
-        texts = store.suite_texts()
-    names = list(dict.fromkeys(df["suite"]))
-    if args.suite is not None:
-        if args.suite not in names:
-            raise SeqbenchError(f"report: store {args.store} has no suite {args.suite!r}; "
-                                f"it has: {', '.join(map(str, names)) or 'none'}")
-        names = [args.suite]
-    if not names:
-        raise SeqbenchError(f"report: store {args.store} holds no results (run a suite first)")
-    for name in names:
-        out = Path(args.out) if len(names) == 1 else Path(args.out) / slug(str(name))
-        known = texts[texts["name"] == name].sort_values("first_run")
-        text, files = write_report(df[df["suite"] == name], out, suite=str(name),
-                                   suite_text=known["text"].iloc[-1] if len(known) else None,
+        names = store.suite_names()
+        if args.suite is not None:
+            if args.suite not in names:
+                raise SeqbenchError(f"report: store {args.store} has no suite {args.suite!r}; "
+                                    f"it has: {', '.join(names) or 'none'}")
+            names = [args.suite]
+        if not names:
+            raise SeqbenchError(f"report: store {args.store} holds no results "
+                                "(run a suite first)")
+        suites = [(name, store.frame(name), store.suite_text(name)) for name in names]
+    for name, df, suite_text in suites:
+        out = Path(args.out) if len(suites) == 1 else Path(args.out) / slug(str(name))
+        text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
                                    formats=formats, plots=not args.no_plots)
         print(text)
         html = [f for f in files if f.name == "report.html"]
@@ -146,8 +154,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from .report import compare, compare_text, load_results
+    from .report import check_alpha, compare, compare_text, load_results
 
+    check_alpha(args.alpha)
     a = load_results(args.a, args.suite)
     b = load_results(args.b, args.suite)
     if a.empty or b.empty:
@@ -156,7 +165,11 @@ def _cmd_compare(args) -> int:
     cmp = compare(a, b, alpha=args.alpha)
     print(compare_text(cmp, str(args.a), str(args.b)))
     if args.out:
-        cmp.to_csv(args.out, index=False)
+        try:
+            cmp.to_csv(args.out, index=False)
+        except OSError as exc:
+            raise SeqbenchError(f"compare: --out {args.out}: cannot write: "
+                                f"{exc.strerror or exc}") from None
         print(f"wrote {args.out}")
     return 0
 
@@ -209,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("results", help="print the results table from a store",
                          description="Print the results table (task settings x models, mean of "
-                         "the primary metric over seeds) for each suite in the store.")
+                         "the primary metric over seeds) for each suite in the store: the "
+                         "suite's jobs as of its latest run, under its current labels.")
     res.add_argument("--store", default=DEFAULT_STORE,
                      help=f"SQLite store (default {DEFAULT_STORE})")
     res.add_argument("--suite", default=None, help="only this suite (by name)")
@@ -235,13 +249,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp = sub.add_parser("compare", help="what changed between two result sets",
                          description="Compare two stores, or a store and a CSV written by "
-                         "seqbench report (runs.csv or cells.csv), per task setting and model: "
-                         "the difference B - A, a paired t-test over shared seeds (Welch "
-                         "otherwise) and which cells got better or worse.")
+                         "seqbench report (runs.csv or cells.csv), one suite each, per task "
+                         "setting and model: the difference B - A, a paired t-test over the "
+                         "seeds both share when they share at least 2 (Welch's t-test on all "
+                         "seeds otherwise) and which cells got better or worse. An input "
+                         "holding several suites needs --suite.")
     cmp.add_argument("a", help="store or CSV (the reference)")
     cmp.add_argument("b", help="store or CSV (compared against A)")
-    cmp.add_argument("--suite", default=None, help="only this suite (by name)")
-    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    cmp.add_argument("--suite", default=None, help="this suite (by name), from both inputs; "
+                     "needed when an input holds several")
+    cmp.add_argument("--alpha", type=float, default=0.05,
+                     help="significance level, in (0, 1) (default 0.05)")
     cmp.add_argument("--out", default=None, help="also write the comparison as CSV here")
     cmp.set_defaults(func=_cmd_compare)
     return p

@@ -42,25 +42,61 @@ def setting_names(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def in_order(df: pd.DataFrame, name: str, order: str) -> list:
+    """The distinct values of column ``name`` in the suite's order: by column ``order``
+    (``task_order``/``model_order``, which :meth:`seqbench.store.Store.frame` gives a
+    suite with a recorded job list), else in order of first appearance."""
+    if order in df.columns and len(df) and df[order].notna().all():
+        return list(df.sort_values(order, kind="stable")[name].drop_duplicates())
+    return list(dict.fromkeys(df[name]))
+
+
+def setting_meta(df: pd.DataFrame) -> dict[str, dict]:
+    """Per task setting (``setting`` column): its ``metric``, ``higher_is_better``,
+    ``chance`` and ``oracle``, from the first of its rows that has a metric; a row of a
+    job stopped before it was scored may not have one (a store written by an older
+    seqbench), so the first row is not enough. A setting none of whose rows has a
+    metric gets ``None``/NaN."""
+    out = {}
+    for setting, sub in df.groupby("setting", sort=False):
+        known = sub[sub["metric"].notna()]
+        if known.empty:
+            out[setting] = {"metric": None, "higher_is_better": None,
+                            "chance": float("nan"), "oracle": float("nan")}
+            continue
+        r = known.iloc[0]
+        out[setting] = {"metric": r["metric"], "higher_is_better": bool(r["higher_is_better"]),
+                        "chance": r["chance"], "oracle": r.get("oracle", float("nan"))}
+    return out
+
+
+def _metric_label(meta) -> str:
+    """``accuracy ↑``: the metric with the arrow of its direction; ``-`` if unknown."""
+    if not isinstance(meta["metric"], str):
+        return "-"
+    return f"{meta['metric']} {'↑' if meta['higher_is_better'] else '↓'}"
+
+
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
     """Task settings x models: the primary metric's mean over seeds (finished jobs only).
 
     A cell with no finished job shows the status of its jobs instead (``skipped``,
     ``failed``, ...). The ``metric`` and ``(chance)`` columns name the metric (with an
-    arrow for its direction) and the task's analytic chance score.
+    arrow for its direction) and the task's analytic chance score (see
+    :func:`setting_meta`). Rows follow the suite's task order, columns its model order
+    (see :func:`in_order`).
     """
     if df.empty:
         return pd.DataFrame()
     df = setting_names(df)
-    settings = list(dict.fromkeys(df["setting"]))
-    models = list(dict.fromkeys(df["model_name"]))
+    settings = in_order(df, "setting", "task_order")
+    models = in_order(df, "model_name", "model_order")
+    meta = setting_meta(df)
     rows = []
     for s in settings:
         sub = df[df["setting"] == s]
-        first = sub.iloc[0]
-        arrow = "↑" if first["higher_is_better"] else "↓"
-        row = {"task": s, "metric": f"{first['metric']} {arrow}",
-               "(chance)": _num(first["chance"])}
+        row = {"task": s, "metric": _metric_label(meta[s]),
+               "(chance)": _num(meta[s]["chance"])}
         for m in models:
             cell = sub[sub["model_name"] == m]
             ok = cell[cell["status"] == "ok"]
@@ -158,35 +194,48 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (task setting, model): statistics of the primary metric over seeds.
 
     Columns: ``setting``, ``task``, ``task_label``, ``model_name``, ``metric``,
-    ``higher_is_better``, ``chance``, ``best`` (oracle or perfect score), ``n_jobs``,
-    ``n_ok``, ``status`` (``ok`` or the statuses of the jobs that did not finish),
-    ``mean``, ``sd``, ``ci`` (half-width of the 95 % t interval), ``ci_low``,
-    ``ci_high``, ``norm_mean``, ``norm_ci`` (the same for the normalised score) and
-    ``rank`` (1 = best model on that setting by mean score, ties averaged). Order
-    follows first appearance in ``df``.
+    ``higher_is_better``, ``chance`` (these three per setting, :func:`setting_meta`),
+    ``best`` (oracle or perfect score), ``n_jobs``, ``n_ok``, ``status`` (``ok`` or the
+    statuses of the jobs that did not finish), ``mean``, ``sd``, ``ci`` (half-width of
+    the 95 % t interval), ``ci_low``, ``ci_high``, ``norm_mean``, ``norm_ci`` (the same
+    for the normalised score) and ``rank`` (1 = best model on that setting by mean score
+    in the metric's own direction, ties averaged); ``task_order`` and ``model_order``
+    where ``df`` has them. Rows follow the suite's task order, then its model order
+    (:func:`in_order`).
     """
     if df.empty:
         return pd.DataFrame()
     df = setting_names(df)
+    meta = setting_meta(df)
+    settings = in_order(df, "setting", "task_order")
+    models = in_order(df, "model_name", "model_order")
+    orders = [c for c in ("task_order", "model_order") if c in df.columns]
+    groups = df.groupby(["setting", "model_name"], sort=False)
     out = []
-    for (setting, model), cell in df.groupby(["setting", "model_name"], sort=False):
-        ok = cell[cell["status"] == "ok"]
-        first = cell.iloc[0]
-        mean, half, sd = t_interval(ok["score"])
-        nmean, nhalf, _ = t_interval(ok["normalised"])
-        out.append({
-            "setting": setting, "task": first["task"], "task_label": first["task_label"],
-            "model_name": model, "metric": first["metric"],
-            "higher_is_better": bool(first["higher_is_better"]),
-            "chance": first["chance"],
-            "best": _best_of(ok.iloc[0]) if len(ok) else float("nan"),
-            "n_jobs": len(cell), "n_ok": len(ok),
-            "status": "ok" if len(ok) == len(cell) else
-                      "/".join(sorted(set(cell["status"]) - {"ok"})),
-            "mean": mean, "sd": sd, "ci": half,
-            "ci_low": mean - half, "ci_high": mean + half,
-            "norm_mean": nmean, "norm_ci": nhalf,
-        })
+    for setting in settings:
+        for model in models:
+            if (setting, model) not in groups.groups:
+                continue
+            cell = groups.get_group((setting, model))
+            ok = cell[cell["status"] == "ok"]
+            first = cell.iloc[0]
+            mean, half, sd = t_interval(ok["score"])
+            nmean, nhalf, _ = t_interval(ok["normalised"])
+            m = meta[setting]
+            out.append({
+                "setting": setting, "task": first["task"], "task_label": first["task_label"],
+                "model_name": model, "metric": m["metric"],
+                "higher_is_better": m["higher_is_better"],
+                "chance": m["chance"],
+                "best": _best_of(ok.iloc[0]) if len(ok) else float("nan"),
+                "n_jobs": len(cell), "n_ok": len(ok),
+                "status": "ok" if len(ok) == len(cell) else
+                          "/".join(sorted(set(cell["status"]) - {"ok"})),
+                "mean": mean, "sd": sd, "ci": half,
+                "ci_low": mean - half, "ci_high": mean + half,
+                "norm_mean": nmean, "norm_ci": nhalf,
+                **{c: first[c] for c in orders},
+            })
     cells = pd.DataFrame(out)
     cells["rank"] = float("nan")
     for _, idx in cells.groupby("setting", sort=False).groups.items():
@@ -194,6 +243,7 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
         good = sub[np.isfinite(sub["mean"])]
         if good.empty:
             continue
+        # a finished job was scored, so its setting's direction is known
         sign = -1.0 if good["higher_is_better"].iloc[0] else 1.0
         cells.loc[good.index, "rank"] = stats.rankdata(sign * good["mean"].to_numpy())
     return cells
@@ -202,18 +252,20 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
 def wide_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Task settings x models, as display strings: ``score`` (mean ± 95 % CI half-width),
     ``normalised`` (the same for the normalised score) and ``rank`` (with a last row,
-    the mean rank over the settings where every model finished)."""
+    the mean rank over the settings where every model finished). Rows and columns in
+    the suite's order (:func:`in_order`)."""
     if cells.empty:
         return {}
-    settings = list(dict.fromkeys(cells["setting"]))
-    models = list(dict.fromkeys(cells["model_name"]))
+    settings = in_order(cells, "setting", "task_order")
+    models = in_order(cells, "model_name", "model_order")
     score_rows, norm_rows, rank_rows = [], [], []
     for s in settings:
         sub = cells[cells["setting"] == s].set_index("model_name")
         first = sub.iloc[0]
-        arrow = "↑" if first["higher_is_better"] else "↓"
-        srow = {"task": s, "metric": f"{first['metric']} {arrow}",
-                "(chance)": _num(first["chance"]), "(best)": _num(first["best"])}
+        srow = {"task": s, "metric": _metric_label(first),
+                "(chance)": _num(first["chance"]),
+                "(best)": _num(sub["best"].dropna().iloc[0] if sub["best"].notna().any()
+                               else float("nan"))}
         nrow, rrow = {"task": s}, {"task": s}
         for m in models:
             if m not in sub.index:
@@ -267,7 +319,7 @@ def friedman_nemenyi(cells: pd.DataFrame) -> dict:
         return out
     ok = cells[np.isfinite(cells["mean"])]
     models = list(dict.fromkeys(ok["model_name"]))
-    oriented = ok["mean"] * np.where(ok["higher_is_better"], 1.0, -1.0)
+    oriented = ok["mean"] * np.where(ok["higher_is_better"].astype(bool), 1.0, -1.0)
     matrix = (ok.assign(oriented=oriented)
               .pivot_table(index="setting", columns="model_name", values="oriented",
                            aggfunc="first", sort=False)
@@ -472,10 +524,17 @@ def horizon_table(hz: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
-    """Finished runs from a store (``.sqlite``/``.db`` or any SQLite file) or a CSV written
-    by ``seqbench report`` (``runs.csv``: one row per seed; or ``cells.csv``: means with
-    ``sd`` and ``n_ok``). Returns a frame with ``setting``, ``model_name``, ``metric``,
-    ``higher_is_better`` and either ``seed``/``score`` or ``mean``/``sd``/``n_ok``."""
+    """Finished runs of one suite from a store (``.sqlite``/``.db`` or any SQLite file,
+    opened read-only) or a CSV written by ``seqbench report`` (``runs.csv``: one row per
+    seed; or ``cells.csv``: means with ``sd`` and ``n_ok``). Returns a frame with
+    ``setting``, ``model_name``, ``metric``, ``higher_is_better`` and either
+    ``seed``/``score`` or ``mean``/``sd``/``n_ok``.
+
+    Errors (:class:`SeqbenchError`, one line): an input holding several suites when
+    ``suite`` is None (cells of different suites are not merged); a ``suite`` the input
+    does not hold; two rows for one (setting, model, seed), or for one (setting, model)
+    in a cells.csv (never one of them silently); a seed, score, mean, sd or n_ok that
+    is not a number."""
     from .store import Store
 
     p = Path(path)
@@ -487,20 +546,69 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
         except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
             raise SeqbenchError(f"compare: {path}: not a readable CSV ({exc})") from None
         need = {"setting", "model_name", "metric", "higher_is_better"}
-        if not (need <= set(df.columns) and ({"seed", "score"} <= set(df.columns)
-                                             or {"mean", "sd", "n_ok"} <= set(df.columns))):
+        per_seed = {"seed", "score"} <= set(df.columns)
+        per_cell = {"mean", "sd", "n_ok"} <= set(df.columns)
+        if not (need <= set(df.columns) and (per_seed or per_cell)):
             raise SeqbenchError(
                 f"compare: {path}: expected a runs.csv or cells.csv from seqbench report "
                 f"(columns {sorted(need)} and seed/score or mean/sd/n_ok), got columns "
                 f"{list(df.columns)}")
-        if suite is not None and "suite" in df.columns:
-            df = df[df["suite"] == suite]
+        if "suite" in df.columns:
+            names = list(dict.fromkeys(df["suite"].dropna().astype(str)))
+            _check_suite(path, "CSV", names, suite)
+            if suite is not None:
+                df = df[df["suite"].astype(str) == suite]
+        df = _numeric_columns(df, path, ("seed", "score") if per_seed else ("mean", "sd", "n_ok"))
         df["higher_is_better"] = df["higher_is_better"].astype(bool)
-        return df
-    with Store(p, create=False) as store:
-        df = store.frame(suite)
-    df = setting_names(df)
-    return runs_frame(df)
+    else:
+        with Store(p, create=False) as store:
+            _check_suite(path, "store", store.suite_names(), suite)
+            df = store.frame(suite)
+        df = runs_frame(setting_names(df))
+    _check_unique(df, path)
+    return df.reset_index(drop=True)
+
+
+def _check_suite(path, kind: str, names: list[str], suite: str | None) -> None:
+    if suite is None and len(names) > 1:
+        raise SeqbenchError(f"compare: {kind} {path} holds {len(names)} suites "
+                            f"({', '.join(names)}); choose one with --suite")
+    if suite is not None and suite not in names:
+        raise SeqbenchError(f"compare: {kind} {path} has no suite {suite!r}; it has: "
+                            f"{', '.join(names) or 'none'}")
+
+
+def _numeric_columns(df: pd.DataFrame, path, cols: tuple[str, ...]) -> pd.DataFrame:
+    """``cols`` as numbers (empty cells: NaN); ``seed`` and ``n_ok`` whole numbers."""
+    df = df.copy()
+    for col in cols:
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col][values.isna() & df[col].notna()]
+        if col in ("seed", "n_ok"):
+            bad = df[col][~(np.isfinite(values) & (values == np.round(values))
+                            & (values >= 0))]
+        if len(bad):
+            raise SeqbenchError(
+                f"compare: {path}: column {col!r}: expected "
+                + ("whole numbers >= 0" if col in ("seed", "n_ok") else "numbers")
+                + f", got {str(bad.iloc[0])!r} (line {bad.index[0] + 2})")
+        df[col] = values.astype(int) if col in ("seed", "n_ok") else values.astype(float)
+    return df
+
+
+def _check_unique(df: pd.DataFrame, path) -> None:
+    keys = ["setting", "model_name", "seed"] if "seed" in df.columns else ["setting",
+                                                                          "model_name"]
+    dup = df[df.duplicated(keys, keep=False)]
+    if dup.empty:
+        return
+    counts = dup.groupby(keys, sort=False).size()
+    shown = "; ".join(f"{k[0]} / {k[1]}" + (f" seed {k[2]}" if len(k) > 2 else "")
+                      + f" ({n} rows)" for k, n in list(counts.items())[:3])
+    more = f"; and {len(counts) - 3} more" if len(counts) > 3 else ""
+    raise SeqbenchError(f"compare: {path}: several rows for one ({', '.join(keys)}): "
+                        f"{shown}{more}; expected one each (two configurations under "
+                        "one label?)")
 
 
 def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -519,7 +627,12 @@ def runs_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _cell_summary(sub: pd.DataFrame) -> dict:
     if "seed" in sub.columns and "score" in sub.columns:
-        scores = dict(zip(sub["seed"].astype(int), sub["score"].astype(float)))
+        seeds = sub["seed"].astype(int)
+        if seeds.duplicated().any():
+            r = sub.iloc[0]
+            raise SeqbenchError(f"compare: cell {r['setting']} / {r['model_name']}: seed "
+                                f"{int(seeds[seeds.duplicated()].iloc[0])} appears twice")
+        scores = dict(zip(seeds, sub["score"].astype(float)))
         x = np.array(list(scores.values()))
         return {"seeds": scores, "mean": float(x.mean()),
                 "sd": float(x.std(ddof=1)) if len(x) > 1 else float("nan"), "n": len(x)}
@@ -527,39 +640,56 @@ def _cell_summary(sub: pd.DataFrame) -> dict:
     return {"seeds": None, "mean": float(r["mean"]), "sd": float(r["sd"]), "n": int(r["n_ok"])}
 
 
-def difference_test(a: dict, b: dict) -> tuple[float, str]:
-    """p-value for "B differs from A" and the test used.
+def difference_test(a: dict, b: dict) -> tuple[float, str, int, float]:
+    """p-value for "B differs from A", the test used, the number of seeds it paired and
+    the difference B - A it tested.
 
-    Paired t-test (:func:`scipy.stats.ttest_rel`) when both sides have per-seed scores
-    for the same seeds (at least two); otherwise Welch's t-test
-    (:func:`scipy.stats.ttest_ind` / ``ttest_ind_from_stats`` with unequal variances),
-    which needs two scores on each side. With no spread at all (deterministic models),
-    p is 0 when the scores differ and 1 when they are equal. NaN: too few seeds.
+    Paired t-test (:func:`scipy.stats.ttest_rel`) over the seeds both sides have
+    per-seed scores for, when there are at least two such shared seeds (seeds only one
+    side has are left out of the test, which then estimates the mean of the per-seed
+    differences on the shared seeds); otherwise Welch's t-test on every seed of each
+    side (:func:`scipy.stats.ttest_ind_from_stats` with unequal variances, the
+    difference of the means), which needs two scores on each side. With no spread at
+    all (deterministic models), p is 0 when the scores differ and 1 when they are
+    equal. NaN and ``"none"``: too few seeds.
     """
-    if a["seeds"] is not None and b["seeds"] is not None and set(a["seeds"]) == set(b["seeds"]) \
-            and a["n"] >= 2:
-        seeds = sorted(a["seeds"])
-        xa = np.array([a["seeds"][s] for s in seeds])
-        xb = np.array([b["seeds"][s] for s in seeds])
-        d = xb - xa
+    shared = []
+    if a["seeds"] is not None and b["seeds"] is not None:
+        shared = sorted(set(a["seeds"]) & set(b["seeds"]))
+    if len(shared) >= 2:
+        xa = np.array([a["seeds"][s] for s in shared])
+        xb = np.array([b["seeds"][s] for s in shared])
+        d = xb - xa  # per-seed differences on the shared seeds
+        est = float(d.mean())
         if np.all(d == d[0]):  # no spread in the differences: t is 0/0 or infinite
-            return (1.0 if d[0] == 0 else 0.0), "paired"
-        return float(stats.ttest_rel(xb, xa).pvalue), "paired"
+            return (1.0 if d[0] == 0 else 0.0), "paired", len(shared), est
+        return float(stats.ttest_rel(xb, xa).pvalue), "paired", len(shared), est
+    est = b["mean"] - a["mean"]
     if a["n"] < 2 or b["n"] < 2 or not (np.isfinite(a["sd"]) and np.isfinite(b["sd"])):
-        return float("nan"), "none"
+        return float("nan"), "none", 0, est
     if a["sd"] == 0 and b["sd"] == 0:
-        return (1.0 if a["mean"] == b["mean"] else 0.0), "welch"
+        return (1.0 if a["mean"] == b["mean"] else 0.0), "welch", 0, est
     res = stats.ttest_ind_from_stats(b["mean"], b["sd"], b["n"], a["mean"], a["sd"], a["n"],
                                      equal_var=False)
-    return float(res.pvalue), "welch"
+    return float(res.pvalue), "welch", 0, est
+
+
+def check_alpha(alpha: float) -> float:
+    """The significance level, a number in (0, 1)."""
+    if not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise SeqbenchError(f"compare: --alpha: expected a significance level in (0, 1), "
+                            f"got {alpha!r}")
+    return float(alpha)
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per (task setting, model) cell: mean in A and B, ``diff`` = B - A, the p-value of
-    :func:`difference_test` and a verdict for B relative to A: ``better`` / ``worse``
-    when p < ``alpha`` in the metric's good / bad direction, ``same`` otherwise,
-    ``untested`` with too few seeds, ``only in A`` / ``only in B`` for cells one side
-    lacks."""
+    :func:`difference_test` (``test``: ``paired``, ``welch`` or ``none``; ``n_paired``:
+    the seeds a paired test used) and a verdict for B relative to A: ``better`` /
+    ``worse`` when p < ``alpha`` with the tested difference in the metric's good / bad
+    direction, ``same`` otherwise, ``untested`` with too few seeds, ``only in A`` /
+    ``only in B`` for cells one side lacks. ``alpha`` must be in (0, 1)."""
+    alpha = check_alpha(alpha)
     rows = []
     ga = {k: g for k, g in a.groupby(["setting", "model_name"], sort=False)}
     gb = {k: g for k, g in b.groupby(["setting", "model_name"], sort=False)}
@@ -569,7 +699,7 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
         row = {"setting": key[0], "model_name": key[1], "metric": ref["metric"].iloc[0],
                "higher_is_better": bool(ref["higher_is_better"].iloc[0]),
                "mean_a": float("nan"), "mean_b": float("nan"), "n_a": 0, "n_b": 0,
-               "diff": float("nan"), "pvalue": float("nan"), "test": "none"}
+               "diff": float("nan"), "pvalue": float("nan"), "test": "none", "n_paired": 0}
         if sa is None or sb is None:
             side = _cell_summary(ref)
             row["mean_a" if sa is not None else "mean_b"] = side["mean"]
@@ -581,20 +711,27 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
         if sa["metric"].iloc[0] != sb["metric"].iloc[0]:
             raise SeqbenchError(f"compare: cell {key[0]} / {key[1]}: metric "
                                 f"{sa['metric'].iloc[0]!r} in A but {sb['metric'].iloc[0]!r} in B")
-        p, test = difference_test(ca, cb)
+        p, test, n_paired, est = difference_test(ca, cb)
         diff = cb["mean"] - ca["mean"]
         if not np.isfinite(p):
             verdict = "untested"
-        elif p < alpha and diff != 0:
-            verdict = "better" if (diff > 0) == row["higher_is_better"] else "worse"
+        elif p < alpha and est != 0:
+            verdict = "better" if (est > 0) == row["higher_is_better"] else "worse"
         else:
             verdict = "same"
         row.update(mean_a=ca["mean"], mean_b=cb["mean"], n_a=ca["n"], n_b=cb["n"], diff=diff,
-                   pvalue=p, test=test, verdict=verdict)
+                   pvalue=p, test=test, n_paired=n_paired, verdict=verdict)
         rows.append(row)
     cols = ["setting", "model_name", "metric", "higher_is_better", "mean_a", "mean_b", "n_a",
-            "n_b", "diff", "pvalue", "test", "verdict"]
+            "n_b", "diff", "pvalue", "test", "n_paired", "verdict"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _test_label(r) -> str:
+    """``paired``, ``paired on 2 of 3 seeds`` (shared seeds only), ``welch`` or ``none``."""
+    if r["test"] == "paired" and r["n_paired"] < max(r["n_a"], r["n_b"]):
+        return f"paired on {r['n_paired']} shared seeds"
+    return r["test"]
 
 
 def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
@@ -606,8 +743,11 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
         A=cmp["mean_a"].map(_num), B=cmp["mean_b"].map(_num),
         diff=cmp["diff"].map(lambda d: "-" if not np.isfinite(d) else f"{d:+.3f}"),
         p=cmp["pvalue"].map(lambda p: "-" if not np.isfinite(p) else f"{p:.3g}"),
+        test=[_test_label(r) for _, r in cmp.iterrows()],
     )[["setting", "model_name", "metric", "A", "B", "diff", "p", "test", "verdict"]]
-    lines = [f"A = {name_a}", f"B = {name_b}", "", show.to_string(index=False), ""]
+    lines = [f"A = {name_a}", f"B = {name_b}", "", show.to_string(index=False), "",
+             "p: paired t-test over the seeds A and B share (when they share at least 2; "
+             "seeds only one side has are left out), else Welch's t-test", ""]
     for verdict, title in (("better", "better in B"), ("worse", "worse in B"),
                            ("only in A", "only in A"), ("only in B", "only in B")):
         sub = cmp[cmp["verdict"] == verdict]
@@ -616,7 +756,7 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
             if verdict in ("better", "worse"):
                 lines.append(f"  {r['model_name']} on {r['setting']}: {r['metric']} "
                              f"{r['mean_a']:.4g} -> {r['mean_b']:.4g} (p = {r['pvalue']:.3g}, "
-                             f"{r['test']})")
+                             f"{_test_label(r)})")
             else:
                 lines.append(f"  {r['model_name']} on {r['setting']}")
     n_same = int((cmp["verdict"] == "same").sum())
@@ -710,18 +850,42 @@ def write_report(
     ``csv`` writes the numbers instead: ``cells.csv`` per cell, ``runs.csv`` per job,
     ``horizons.csv`` per model and family, which ``seqbench compare`` reads), figures in
     ``figures/`` as PNG and SVG, and with ``html`` the self-contained ``report.html``.
-    """
-    from . import htmlreport
-    from . import plots as plotting
 
+    An unknown or empty ``formats``, or an ``out_dir`` that cannot be created or
+    written, is a :class:`SeqbenchError` (one line).
+    """
+    check_formats(formats)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SeqbenchError(f"report: --out {out_dir}: expected a directory, got a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_report(df, out, suite=suite, suite_text=suite_text, formats=formats,
+                             plots=plots)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
+        raise SeqbenchError(f"report: --out {out_dir}: cannot write there{where}: "
+                            f"{exc.strerror or exc}") from None
+
+
+def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
+    """Table formats for :func:`write_report`: at least one, each of :data:`TABLE_FORMATS`."""
+    if not formats:
+        raise SeqbenchError(f"report: --format: expected one or more of "
+                            f"{', '.join(TABLE_FORMATS)} (comma-separated), got none")
     for f in formats:
         if f not in TABLE_FORMATS:
             raise SeqbenchError(f"report: unknown format {f!r}; accepted: "
                                 f"{', '.join(TABLE_FORMATS)}")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise SeqbenchError(f"report: --out {out_dir}: expected a directory, got a file")
-    out.mkdir(parents=True, exist_ok=True)
+    return formats
+
+
+def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | None,
+                  formats: tuple[str, ...], plots: bool) -> tuple[str, list[Path]]:
+    """The body of :func:`write_report`, ``out`` an existing directory."""
+    from . import htmlreport
+    from . import plots as plotting
+
     rep = suite_report(df)
     text = report_text(rep, suite)
     files: list[Path] = []
@@ -750,7 +914,7 @@ def write_report(
         tex += [to_latex(rep["tables"][k], t) for k, t in titles.items() if k in rep["tables"]]
         put("tables.tex", "\n".join(tex))
     if "csv" in formats:
-        cells = rep["cells"]
+        cells = rep["cells"].drop(columns=["task_order", "model_order"], errors="ignore")
         if not cells.empty:
             cells = cells.assign(suite=suite)
         cells.to_csv(out / "cells.csv", index=False)

@@ -264,15 +264,37 @@ class JobTimeout(BaseException):
 def stopped_record(job: dict[str, Any], status: str, error: str, started: str, wall_s: float,
                    device: str | None = None) -> dict[str, Any] | list[dict[str, Any]]:
     """The record of a job that did not return one itself (timed out, or its worker died);
-    for a stack job, one such record per member (``wall_s`` split evenly among them)."""
+    for a stack job, one such record per member (``wall_s`` split evenly among them).
+    It carries its task's metric, direction, chance and oracle (:func:`_task_fields`), so
+    a table whose first row for a setting is such a record still names them."""
     if "stack" in job:
         from .stacking import stopped_stack
 
         return stopped_stack(job, status, error, started, wall_s, device)
     record = base_record(job)
+    record.update(_task_fields(job))  # what the tables show for its task setting
     record.update(status=status, error=error, started=started, finished=_now(), wall_s=wall_s,
                   device=device or device_name(None), provenance=provenance())
     return record
+
+
+_TASK_FIELDS: dict[str, dict[str, Any]] = {}
+
+
+def _task_fields(job: dict[str, Any]) -> dict[str, Any]:
+    """``metric``, ``higher_is_better``, ``chance`` and ``oracle`` of a job's task, from
+    its spec (built in the driver, once per task setting); empty where the spec cannot be
+    built here (a task not installed in the driver): the record is kept either way."""
+    try:
+        key = canonical_hash({"task": job.get("task"), "params": job.get("task_params")})
+        if key not in _TASK_FIELDS:
+            spec = registry.tasks.get(job["task"])(**(job["task_params"] or {})).spec()
+            _TASK_FIELDS[key] = {"metric": spec.metric,
+                                 "higher_is_better": bool(spec.higher_is_better),
+                                 "chance": spec.chance, "oracle": spec.oracle}
+        return dict(_TASK_FIELDS[key])
+    except Exception:  # noqa: BLE001 - losing the record would be worse than no metric
+        return {}
 
 
 def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any] | list[dict[str, Any]]:
@@ -453,6 +475,8 @@ def run_suite(
     ``progress`` is ``"lines"`` (one line per finished job through ``log``), ``"bar"``
     (a rich progress bar) or ``"none"``; ``log=None`` silences everything. Records are
     written to ``store`` by this function only, one transaction each, as they arrive.
+    Before any job runs, the suite's text and its current job list are recorded
+    (:meth:`Store.write_suite`), so the suite's tables show its current jobs only.
 
     ``stack`` > 1 groups the jobs to run that differ only in their seed and the model
     parameters a stack member may keep (``random_state``, ``lr``, ``weight_decay``, ...;
@@ -468,7 +492,9 @@ def run_suite(
     from .stacking import stack_jobs
 
     units = stack_jobs(todo, stack)  # jobs, and stack jobs of several seeds
-    store.write_suite(suite.name, suite.path, suite.text, canonical_hash(suite.text), _now())
+    # the suite's text and its current job list (what its tables show from now on)
+    store.write_suite(suite.name, suite.path, suite.text, canonical_hash(suite.text), _now(),
+                      jobs=jobs)
     executor = executor or InlineExecutor()
     say = log or (lambda _msg: None)
     stacks = [len(u["stack"]) for u in units if "stack" in u]

@@ -3,6 +3,24 @@
 Each write is one transaction, so an interrupted run leaves either the whole row
 or none. A rerun of a suite skips every job whose hash already has a row (unless
 asked to redo failed jobs or everything).
+
+Three tables:
+
+* ``runs``: one row per job, keyed by the job's hash (its task, model, parameters,
+  seed and data budget), so a job finished for one suite is skipped by any other
+  suite that lists it. Its ``suite`` and label columns say which suite wrote the row.
+* ``suites``: the text of every version of every suite file that was run.
+* ``suite_jobs``: each suite's *current* job list, as of its latest ``seqbench run``
+  (replaced on every run): hash, task/model labels and sweeps, position in the
+  suite's order, and the digest of the suite text. :meth:`Store.frame` reads a
+  suite through it, so the tables show exactly the suite's current jobs under its
+  current labels; rows of configurations the suite no longer lists stay in ``runs``
+  (a cache) but are not shown. A suite with no entry here (a store written before
+  this table existed) is read by the ``suite`` column of ``runs``, as before.
+
+Read-only commands open the store with ``create=False``: SQLite's read-only mode, so
+they never write to the file, and a file whose ``runs`` table is missing or lacks the
+expected columns is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -78,25 +96,80 @@ def check_store_path(path: str | Path) -> Path:
     return p
 
 
+SUITE_JOB_COLUMNS: dict[str, str] = {
+    "suite": "TEXT NOT NULL",
+    "position": "INTEGER NOT NULL",  # index of the job in the suite's order
+    "hash": "TEXT NOT NULL",
+    "task_label": "TEXT",
+    "task_sweep": "TEXT",            # JSON
+    "model_label": "TEXT",
+    "model_sweep": "TEXT",           # JSON
+    "task_order": "INTEGER",         # index of the task setting in the suite's order
+    "model_order": "INTEGER",        # index of the model configuration in the suite's order
+    "digest": "TEXT",                # hash of the suite text these jobs came from
+}
+#: Columns a ``suite_jobs`` row overrides in the ``runs`` row it points to.
+MEMBER_OVERRIDES = ("suite", "task_label", "task_sweep", "model_label", "model_sweep")
+
+
 class Store:
-    """SQLite results store (``results/seqbench.sqlite`` by default)."""
+    """SQLite results store (``results/seqbench.sqlite`` by default).
+
+    ``create=True`` (what ``seqbench run`` uses) creates the file and its tables if
+    needed; ``create=False`` opens an existing store read-only (``mode=ro``): nothing
+    is written, and a file that is not a seqbench store is a :class:`SeqbenchError`.
+    """
 
     def __init__(self, path: str | Path = DEFAULT_STORE, *, create: bool = True) -> None:
         self.path = check_store_path(path) if create else Path(path)
+        self.read_only = not create
         if not create and not self.path.is_file():
             raise SeqbenchError(f"store {path}: no such file (run a suite first)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(self.path, timeout=30)
-            with self.conn:
-                cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-                self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
-                self.conn.execute(
-                    "CREATE TABLE IF NOT EXISTS suites (name TEXT, path TEXT, text TEXT, "
-                    "hash TEXT PRIMARY KEY, first_run TEXT)"
-                )
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(self.path, timeout=30)
+            else:  # read-only: SQLite refuses every write, and creates nothing
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, timeout=30)
+            self._tables = {r[0] for r in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            self._check_runs_table(path)
+            if create:
+                with self.conn:
+                    cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+                    self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
+                    self.conn.execute(
+                        "CREATE TABLE IF NOT EXISTS suites (name TEXT, path TEXT, text TEXT, "
+                        "hash TEXT PRIMARY KEY, first_run TEXT)"
+                    )
+                    cols = ", ".join(f"{k} {v}" for k, v in SUITE_JOB_COLUMNS.items())
+                    self.conn.execute(f"CREATE TABLE IF NOT EXISTS suite_jobs ({cols}, "
+                                      "PRIMARY KEY (suite, position))")
+                self._tables |= {"runs", "suites", "suite_jobs"}
         except sqlite3.DatabaseError as exc:
+            conn = getattr(self, "conn", None)
+            if conn is not None:
+                conn.close()
             raise SeqbenchError(f"store {path}: not a usable SQLite file ({exc})") from None
+        except SeqbenchError:
+            self.conn.close()
+            raise
+
+    def _check_runs_table(self, path) -> None:
+        """A ``runs`` table, where there is one, must be seqbench's; read-only, there must
+        be one."""
+        if "runs" not in self._tables:
+            if self.read_only:
+                raise SeqbenchError(f"store {path}: not a seqbench store (no runs table; "
+                                    "run a suite into it first)")
+            return
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        missing = [c for c in COLUMNS if c not in have]
+        if missing:
+            raise SeqbenchError(f"store {path}: not a seqbench store (its runs table lacks "
+                                f"the columns {', '.join(missing[:6])}"
+                                + (", ..." if len(missing) > 6 else "") + ")")
 
     def close(self) -> None:
         self.conn.close()
@@ -129,20 +202,112 @@ class Store:
             self.conn.execute(f"INSERT OR REPLACE INTO runs ({keys}) VALUES ({marks})",
                               list(row.values()))
 
-    def write_suite(self, name: str, path: str, text: str, digest: str, when: str) -> None:
+    def write_suite(self, name: str, path: str, text: str, digest: str, when: str,
+                    jobs: list[dict[str, Any]] | None = None) -> None:
+        """Keep the suite's text (once per distinct text) and, given ``jobs`` (the suite's
+        job dicts in the suite's order, :meth:`seqbench.suite.Suite.jobs`), make them the
+        suite's current job list, replacing the previous one; one transaction."""
+        rows = []
+        if jobs is not None:
+            settings: dict[tuple, int] = {}
+            configs: dict[tuple, int] = {}
+            for position, job in enumerate(jobs):
+                t_sweep = json.dumps(job.get("task_sweep") or {}, sort_keys=True,
+                                     default=_default)
+                m_sweep = json.dumps(job.get("model_sweep") or {}, sort_keys=True,
+                                     default=_default)
+                t = settings.setdefault((job["task_label"], t_sweep), len(settings))
+                m = configs.setdefault((job["model_label"], m_sweep), len(configs))
+                rows.append((name, position, job["hash"], job["task_label"], t_sweep,
+                             job["model_label"], m_sweep, t, m, digest))
         with self.conn:
             self.conn.execute("INSERT OR IGNORE INTO suites VALUES (?, ?, ?, ?, ?)",
                               (name, path, text, digest, when))
+            if jobs is not None:
+                self.conn.execute("DELETE FROM suite_jobs WHERE suite = ?", (name,))
+                marks = ", ".join("?" for _ in SUITE_JOB_COLUMNS)
+                self.conn.executemany(f"INSERT INTO suite_jobs VALUES ({marks})", rows)
 
     def suite_texts(self) -> pd.DataFrame:
+        """Every stored suite text: ``name``, ``path``, ``text``, ``hash``, ``first_run``."""
+        if "suites" not in self._tables:
+            return pd.DataFrame(columns=["name", "path", "text", "hash", "first_run"])
         return pd.read_sql_query("SELECT * FROM suites", self.conn)
 
+    def suite_text(self, name: str) -> str | None:
+        """The text of the suite file whose jobs :meth:`frame` shows for ``name``: the
+        one of its latest run (for a store without ``suite_jobs``, the newest text first
+        run under that name); None if the store holds no text for it."""
+        if "suites" not in self._tables:
+            return None
+        if "suite_jobs" in self._tables:
+            row = self.conn.execute(
+                "SELECT s.text FROM suite_jobs j JOIN suites s ON s.hash = j.digest "
+                "WHERE j.suite = ? LIMIT 1", (name,)).fetchone()
+            if row is not None:
+                return row[0]
+        row = self.conn.execute("SELECT text FROM suites WHERE name = ? "
+                                "ORDER BY first_run DESC, rowid DESC LIMIT 1", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _member_suites(self) -> set[str]:
+        if "suite_jobs" not in self._tables:
+            return set()
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT suite FROM suite_jobs")}
+
+    def suite_names(self) -> list[str]:
+        """The suites with at least one row to show (see :meth:`frame`), in the order
+        they were first run."""
+        members = self._member_suites()
+        names = set()
+        if members:
+            names |= {r[0] for r in self.conn.execute(
+                "SELECT DISTINCT j.suite FROM suite_jobs j JOIN runs r ON r.hash = j.hash")}
+        names |= {r[0] for r in self.conn.execute("SELECT DISTINCT suite FROM runs")
+                  if r[0] is not None and r[0] not in members}
+        first = {}
+        if "suites" in self._tables:
+            for n, when in self.conn.execute("SELECT name, MIN(first_run) FROM suites "
+                                             "GROUP BY name"):
+                first[n] = when or ""
+        return sorted(names, key=lambda n: (n not in first, first.get(n, ""), n))
+
     def frame(self, suite: str | None = None) -> pd.DataFrame:
-        """Every row (of one suite, if given) as a DataFrame, JSON columns decoded."""
-        query, args = "SELECT * FROM runs", ()
-        if suite is not None:
-            query, args = "SELECT * FROM runs WHERE suite = ?", (suite,)
-        df = pd.read_sql_query(query, self.conn, params=args)
+        """The rows of one suite (every suite, one after another, if None) as a
+        DataFrame, JSON columns decoded.
+
+        A suite with a current job list (``suite_jobs``) gets exactly those of its jobs
+        that have a row, under the suite's current name, labels and sweeps, in the
+        suite's order, with ``position``, ``task_order`` and ``model_order`` columns;
+        a job listed twice (the same configuration under two labels) appears twice. A
+        suite without one gets the rows whose ``suite`` column names it, in the order
+        they were written. With ``suite=None`` a job shared by two suites appears once
+        per suite.
+        """
+        if suite is None:
+            parts = [self.frame(name) for name in self.suite_names()]
+            parts = [p for p in parts if not p.empty]
+            if not parts:
+                return self._decode(pd.read_sql_query("SELECT * FROM runs WHERE 0", self.conn))
+            return pd.concat(parts, ignore_index=True)
+        if suite in self._member_suites():
+            members = pd.read_sql_query(
+                "SELECT * FROM suite_jobs WHERE suite = ? ORDER BY position", self.conn,
+                params=(suite,))
+            runs = pd.read_sql_query(
+                "SELECT * FROM runs WHERE hash IN (SELECT hash FROM suite_jobs WHERE suite = ?)",
+                self.conn, params=(suite,))
+            df = members.drop(columns=["digest"]).merge(
+                runs.drop(columns=list(MEMBER_OVERRIDES)), on="hash", how="inner")
+            df = df.sort_values("position", kind="stable").reset_index(drop=True)
+            df = df[[*COLUMNS, "position", "task_order", "model_order"]]
+            return self._decode(df)
+        df = pd.read_sql_query("SELECT * FROM runs WHERE suite = ? ORDER BY rowid", self.conn,
+                               params=(suite,))
+        return self._decode(df)
+
+    @staticmethod
+    def _decode(df: pd.DataFrame) -> pd.DataFrame:
         for col in JSON_COLUMNS:
             df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else None)
         return df
