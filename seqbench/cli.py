@@ -24,7 +24,6 @@ def _cmd_run(args) -> int:
     from .suite import check_timeout, load_suite
 
     suite = load_suite(args.suite)       # validate everything before touching the store
-    hashes = {job["hash"] for job in suite.jobs()}
     executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads,
                              gpu_slots=args.gpu_slots)
     if args.timeout is not None:
@@ -42,7 +41,6 @@ def _cmd_run(args) -> int:
                             retry_failed=args.retry_failed, log=None if args.quiet else print,
                             timeout=args.timeout, progress=progress, stack=args.stack)
         df = store.frame(suite.name)
-    df = df[df["hash"].isin(hashes)]
     print()
     print(render_table(summary_table(df)))
     bad = {s: summary.get(s, 0) for s in ("failed", "timeout", "diverged") if summary.get(s)}
@@ -88,18 +86,25 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _chosen_suites(store, suite: str | None, command: str, path: str) -> list[str]:
+    """The store's suites, or the one named ``suite`` (an error naming those there if the
+    store has no such suite)."""
+    names = store.suite_names()
+    if suite is None:
+        return names
+    if suite not in names:
+        raise SeqbenchError(f"{command}: store {path} has no suite {suite!r}; "
+                            f"it has: {', '.join(names) or 'none'}")
+    return [suite]
+
+
 def _cmd_results(args) -> int:
     from .report import render_table, summary_table
     from .store import Store
 
     with Store(args.store, create=False) as store:
-        names = store.suite_names()
-        if args.suite is not None:
-            if args.suite not in names:
-                raise SeqbenchError(f"results: store {args.store} has no suite {args.suite!r}; "
-                                    f"it has: {', '.join(names) or 'none'}")
-            names = [args.suite]
-        frames = [(name, store.frame(name)) for name in names]
+        frames = [(name, store.frame(name))
+                  for name in _chosen_suites(store, args.suite, "results", args.store)]
     if not frames:
         print("(no results)")
         return 0
@@ -131,12 +136,7 @@ def _cmd_report(args) -> int:
 
     formats = check_formats(tuple(f.strip() for f in args.format.split(",") if f.strip()))
     with Store(args.store, create=False) as store:
-        names = store.suite_names()
-        if args.suite is not None:
-            if args.suite not in names:
-                raise SeqbenchError(f"report: store {args.store} has no suite {args.suite!r}; "
-                                    f"it has: {', '.join(names) or 'none'}")
-            names = [args.suite]
+        names = _chosen_suites(store, args.suite, "report", args.store)
         if not names:
             raise SeqbenchError(f"report: store {args.store} holds no results "
                                 "(run a suite first)")
