@@ -56,7 +56,7 @@ def test_out_of_range_task_values_are_refused_when_built():
         sb.make_task("jane-recall", lag=-5)
 
 
-@pytest.mark.parametrize("task", ["jane-recall", "digits"])
+@pytest.mark.parametrize("task", ["jane-recall", "digits", "nile"])
 @pytest.mark.parametrize("seed", [1.5, -1, "a", True])
 def test_splits_refuse_a_seed_that_is_not_a_non_negative_int(task, seed):
     with pytest.raises(SeqbenchError, match=f"task '{task}': expected a seed that is an int "
@@ -133,3 +133,18 @@ def test_a_model_predicting_nan_is_recorded_as_diverged_not_ok(tmp_path):
     finally:
         registry.models._extra.pop("nan-chance")
     assert got == {"nan-chance": "diverged", "chance": "ok"}
+
+
+@pytest.mark.parametrize("seed", [None, -1, 1.5, True])
+def test_sample_refuses_a_seed_that_would_not_repeat_or_is_not_a_seed(seed):
+    with pytest.raises(SeqbenchError, match="task 'adding': expected a seed that is an int >= 0"):
+        sb.make_task("adding").sample(3, seed)
+
+
+def test_sample_takes_a_seed_sequence_and_repeats_it():
+    task = sb.make_task("adding")
+    a = task.sample(3, np.random.SeedSequence([4, 1]))
+    b = task.sample(3, np.random.SeedSequence([4, 1]))
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.Y, b.Y)
+    with pytest.raises(SeqbenchError, match="expected a positive sample size, got True"):
+        task.sample(True, 0)

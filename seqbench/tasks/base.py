@@ -52,8 +52,8 @@ class Task:
 
     def _check_seed(self, seed) -> None:
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:
-            raise SeqbenchError(f"task {self.name!r}: expected a seed that is an int >= 0, "
-                                f"got {seed!r}")
+            raise SeqbenchError(f"task {self.name!r}: expected a seed that is an int >= 0 "
+                                f"(None would draw different data each time), got {seed!r}")
 
     # -- what subclasses implement ---------------------------------------------------
     def spec(self) -> TaskSpec:
@@ -65,10 +65,13 @@ class Task:
 
     # -- public API -------------------------------------------------------------------
     def sample(self, n: int, seed: int | np.random.SeedSequence = 0) -> SeqData:
-        """``n`` sequences drawn deterministically from ``seed`` (same seed, same bytes)."""
+        """``n`` sequences drawn deterministically from ``seed`` (same seed, same bytes):
+        an int >= 0 or a ``numpy.random.SeedSequence``."""
         self.check()
-        if not isinstance(n, int | np.integer) or n < 1:
+        if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
             raise SeqbenchError(f"task {self.name!r}: expected a positive sample size, got {n!r}")
+        if not isinstance(seed, np.random.SeedSequence):
+            self._check_seed(seed)
         data = self._sample(int(n), np.random.default_rng(seed))
         spec = self.spec()
         if (data.input_kind, data.target_kind) != (spec.input_kind, spec.target_kind):

@@ -69,7 +69,7 @@ class JaneRecall(Task):
 
     Parameters
     ----------
-    lag : tokens between the end of the second introduction and the query.
+    lag : tokens between the end of the last introduction and the query.
     lag_max : if set, each example's lag is uniform in ``[lag, lag_max]``.
     n_names : size of the name vocabulary (2 to 32); chance accuracy is ``1/n_names``.
     n_filler : size of the filler vocabulary (1 to 56).

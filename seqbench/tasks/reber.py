@@ -26,6 +26,10 @@ remembered across R to predict the second-last one.
   then drawn from the grammar conditioned on that length (exactly: each exit is
   taken with probability proportional to 1/2 times the probability of finishing
   in the remaining number of symbols from the node it leads to).
+* A fixed ``lag`` leaves few distinct strings (the grammar's strings of one
+  length): at ``lag = 10`` nearly every test string also occurs in training, so a
+  fixed-lag score measures carrying the T/P across R, not generalising to unseen
+  strings; ``lag_max`` (or the unconditioned grammar) mixes lengths.
 * ``meta["lag"]`` is the length of R: the steps between reading the second
   symbol (step 1) and predicting it again (step ``len(R) + 1``). ``lag_bin``
   groups lags in doubling bins starting at 5 (5-9, 10-19, 20-39, ...).

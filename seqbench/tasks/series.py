@@ -146,8 +146,10 @@ class SeriesForecast(Task):
     def splits(self, seed: int = 0, n_train: int | None = None, n_valid: int | None = None,
                n_test: int | None = None) -> tuple[SeqData, SeqData, SeqData]:
         """Train, valid, test: one sequence each, independent of ``seed`` and the sizes,
-        except that ``n_valid=0`` gives ``None`` for the validation set."""
+        except that ``n_valid=0`` gives ``None`` for the validation set. The seed is still
+        checked, as every task's is."""
         self.check()
+        self._check_seed(seed)
         n = len(_load(self.series)[1])
         n_tr, n_va = self.cuts()
         valid = None if n_valid == 0 else self._sequence(n_va, n_tr)
