@@ -1,8 +1,10 @@
 """nox sessions: `nox -s tests` (quick), `nox -s bench [-- SUITE [seqbench run options]]`,
 `nox -s lint`; the long and GPU sessions are opt-in (not run by a bare `nox`).
 
-Every session installs seqbench from this checkout with the versions pinned in
-constraints.txt (torch is the CPU build), so results are reproducible and installs fast.
+The sessions that run seqbench (tests, tests-all, bench, perf) install it from this
+checkout with the versions pinned in constraints.txt (torch 2.13.0: the CPU build where
+pip can find it, see the README), so results are reproducible and installs fast; lint
+installs ruff only, and gpu installs nothing (it uses the machine's own torch).
 """
 
 from __future__ import annotations

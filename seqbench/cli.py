@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -196,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "inline (in this process, for debugging), dask-local:N (a Dask cluster of N "
                    "processes on this machine), dask://HOST:PORT (an existing Dask scheduler)")
     r.add_argument("-j", "--jobs", type=int, default=None,
-                   help="CPU worker processes of the local executor (default: one per core)")
+                   help="CPU worker processes of the local executor (default: one per core, "
+                   "less one per GPU slot on a machine with GPUs, at least 1)")
     r.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     r.add_argument("--gpu-slots", type=int, default=1, metavar="K",
                    help="torch jobs run at the same time on each GPU (default 1)")
@@ -288,6 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         print(f"seqbench: {what}; finished jobs are kept in the store", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`seqbench run ... | head`): stop as a
+        # program killed by SIGPIPE would (the executor's workers are stopped on the way
+        # out, finished jobs are kept), without a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

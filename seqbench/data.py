@@ -12,8 +12,9 @@ Every problem shape of the lecture is per-step supervision with a mask:
 many-to-one scores the last step, synced many-to-many every step, delayed
 many-to-many only the output region, one-to-many the steps after a cue at
 step 0, and one-to-one has T = 1. Sequences of different lengths are padded on
-the right; the padding is never scored, and since every model is causal the
-padding never influences a scored output.
+the right; the padding is never scored, and a causal model's scored outputs never
+see it (the HMM's ``decode="posterior"`` and ``"viterbi"`` read whole rows, padding
+included, by design: they look ahead).
 """
 
 from __future__ import annotations

@@ -163,6 +163,10 @@ class Store:
             if self.read_only:
                 raise SeqbenchError(f"store {path}: not a seqbench store (no runs table; "
                                     "run a suite into it first)")
+            if self._tables:  # another program's database: never add tables to it
+                raise SeqbenchError(f"store {path}: not a seqbench store (it holds the tables "
+                                    f"{', '.join(sorted(self._tables))}); give a new file or "
+                                    "a seqbench store")
             return
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
         missing = [c for c in COLUMNS if c not in have]

@@ -325,6 +325,33 @@ def test_sigterm_stops_cleanly_and_keeps_finished_jobs(tmp_path):
     assert all(r["status"] in STATUSES and r["finished"] for r in rows(store))
 
 
+def test_a_closed_output_pipe_stops_the_run_without_a_traceback(tmp_path):
+    """`seqbench run SUITE | head -1`: the reader goes away; the run stops as on SIGPIPE
+    (exit 141), its workers stopped and its finished jobs kept, with no traceback."""
+    suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
+    _, _, proc = _start(suite, store)
+    assert proc.stdout.readline().startswith("suite resumable: 7 jobs")
+    proc.stdout.close()  # what `head -1` does after its line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 141, err
+    assert "Traceback" not in err
+    assert sqlite3.connect(store).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert all(r["status"] == "ok" and r["finished"] for r in rows(store))
+
+
+def test_run_refuses_another_programs_sqlite_file(tmp_path, capsys):
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (a)")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    assert main(["run", str(write(tmp_path, TINY)), "--store", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a seqbench store (it holds the tables t)" in err and err.count("\n") == 0
+    assert other.read_bytes() == before
+
+
 def _proc_table() -> dict[int, tuple[int, str]]:
     """pid -> (parent pid, state) of every process, from /proc."""
     out = {}

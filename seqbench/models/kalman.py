@@ -1252,7 +1252,9 @@ class StructuralModel(SeqModel):
 
 
 class LocalLevel(StructuralModel):
-    """Local level (random walk plus noise; ``local-level``)::
+    """Local level: a random walk observed with noise, variances by maximum likelihood.
+
+    The model (``local-level``)::
 
         mu_t = mu_{t-1} + eta_t,   eta_t ~ N(0, sigma2_level)
         y_t  = mu_t + eps_t,       eps_t ~ N(0, sigma2_irregular)
@@ -1275,7 +1277,9 @@ class LocalLevel(StructuralModel):
 
 
 class LocalLinearTrend(StructuralModel):
-    """Local linear trend (``local-linear-trend``)::
+    """Local linear trend: a level with a random-walk slope, variances by maximum likelihood.
+
+    The model (``local-linear-trend``)::
 
         mu_t   = mu_{t-1} + beta_{t-1} + eta_t,   eta_t  ~ N(0, sigma2_level)
         beta_t = beta_{t-1} + zeta_t,              zeta_t ~ N(0, sigma2_trend)
@@ -1297,7 +1301,9 @@ class LocalLinearTrend(StructuralModel):
 
 
 class ConstantVelocity(StructuralModel):
-    """Constant-velocity track (``constant-velocity``), dt = 1::
+    """Constant-velocity track: position and velocity, noise variances by maximum likelihood.
+
+    The model (``constant-velocity``), dt = 1::
 
         [p_t, v_t]' = [[1, 1], [0, 1]] [p_{t-1}, v_{t-1}]' + w_t,
                       w_t ~ N(0, q [[1/3, 1/2], [1/2, 1]])   (continuous white-noise

@@ -178,13 +178,15 @@ class SeriesForecast(Task):
 
 
 class Nile(SeriesForecast):
-    __doc__ = SeriesForecast.__doc__
+    __doc__ = ("Forecast the Nile's annual flow at Aswan (1871-1970) one year ahead.\n\n"
+               + SeriesForecast.__doc__)
     name = "nile"
     series = "nile"
 
 
 class Sunspots(SeriesForecast):
-    __doc__ = SeriesForecast.__doc__
+    __doc__ = ("Forecast the yearly mean sunspot number (1700-2008) one year ahead.\n\n"
+               + SeriesForecast.__doc__)
     name = "sunspots"
     series = "sunspots"
 
