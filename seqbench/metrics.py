@@ -33,27 +33,31 @@ def check_predictions(data: SeqData, pred: np.ndarray, proba: np.ndarray | None)
     if data.target_kind == "classes":
         ids = pred[m]
         # (SeqData has at least one scored position, so ids is not empty)
-        if ids.dtype.kind == "f" and not np.isfinite(ids).all():
-            raise DivergedError(f"predictions: NaN or infinity at "
-                                f"{int((~np.isfinite(ids)).sum())} of {ids.size} scored positions")
+        if ids.dtype.kind == "f":
+            _finite_or_diverged("predictions", ids)
         if ids.dtype.kind not in "iuf" or (ids != np.round(ids)).any() or (
                 ids.min() < 0 or ids.max() >= data.target_size):
             raise SeqbenchError(f"predictions: expected class ids in [0, {data.target_size}) "
                                 f"at the scored positions, got dtype {ids.dtype}, values "
                                 f"{ids.min()}..{ids.max()}")
-    elif not np.isfinite(pred[m]).all():
-        raise DivergedError(f"predictions: NaN or infinity at "
-                            f"{int((~np.isfinite(pred[m])).any(-1).sum())} of {int(m.sum())} "
-                            "scored positions")
+    else:
+        _finite_or_diverged("predictions", pred[m])
     if proba is not None:
         p = proba[m]  # (M, K)
-        if not np.isfinite(p).all():
-            raise DivergedError(f"predict_proba: NaN or infinity at "
-                                f"{int((~np.isfinite(p)).any(-1).sum())} of {int(m.sum())} "
-                                "scored positions")
+        _finite_or_diverged("predict_proba", p)
         if p.size and (p.min() < 0 or not np.allclose(p.sum(-1), 1.0, atol=1e-3)):
             raise SeqbenchError("predict_proba: expected probabilities (>= 0, each row "
                                 "summing to 1) at the scored positions")
+
+
+def _finite_or_diverged(what: str, values: np.ndarray) -> None:
+    """:class:`DivergedError` naming how many scored positions (rows of ``values``, (M,)
+    or (M, K)) hold a NaN or an infinity."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = bad.reshape(len(values), -1).any(-1)
+        raise DivergedError(f"{what}: NaN or infinity at {int(rows.sum())} of {len(values)} "
+                            "scored positions")
 
 
 def masked_metrics(
