@@ -152,14 +152,17 @@ def _stacked_module():
                 w_hh = getattr(self, f"weight_hh_l{layer}")  # (M, 4H, H)
                 b = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
                 # the input part of every gate at every step at once: W_ih x_t + b_ih + b_hh
+                # unbound once into T views: indexing gx[:, :, t] inside the loop would
+                # make each step's backward a zero-filled gradient of the whole of gx
+                # (O(T²) memory traffic); unbind's backward is one stack
                 gx = torch.baddbmm(b.unsqueeze(1), z.reshape(M, B * T, -1),
-                                   w_ih.transpose(1, 2)).reshape(M, B, T, 4 * H)
+                                   w_ih.transpose(1, 2)).reshape(M, B, T, 4 * H).unbind(2)
                 w_hh_t = w_hh.transpose(1, 2)  # (M, H, 4H)
                 h = z.new_zeros(M, B, H)
                 c = z.new_zeros(M, B, H)
                 outs = []
                 for t in range(T):
-                    g = torch.baddbmm(gx[:, :, t], h, w_hh_t)  # (M, B, 4H): + W_hh h_{t-1}
+                    g = torch.baddbmm(gx[t], h, w_hh_t)  # (M, B, 4H): + W_hh h_{t-1}
                     i, f, gg, o = g.chunk(4, dim=-1)  # torch's gate order: i, f, g, o
                     i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
                     c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
