@@ -185,6 +185,44 @@ def _state_tensors(s, lstm: bool, L: int, H: int):
     return unflat(s)
 
 
+def _cell_step(core):
+    """One step of ``core`` (a torch ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN``, every layer) as a
+    function of the whole state vector: ``step(x_t (B, E), s (B, S)) -> s' (B, S)`` (the
+    layout of :func:`_state_vector`), by torch's fused single-step cells (``torch.lstm_cell``
+    and its kin, what ``nn.LSTMCell`` runs) on the core's own weights, detached: a
+    vector-Jacobian product through it computes no weight gradients, and it avoids the
+    per-call set-up of a whole-sequence cuDNN call for one step."""
+    import torch
+
+    L, H = core.num_layers, core.hidden_size
+    lstm = isinstance(core, torch.nn.LSTM)
+    weights = [[getattr(core, f"{name}_l{layer}").detach()
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+               for layer in range(L)]
+    if lstm:
+        cell = torch.lstm_cell
+    elif isinstance(core, torch.nn.GRU):
+        cell = torch.gru_cell
+    else:
+        cell = torch.rnn_tanh_cell if core.nonlinearity == "tanh" else torch.rnn_relu_cell
+
+    def step(x, s):
+        hs, cs = [], []
+        for layer in range(L):
+            h = s[:, layer * H:(layer + 1) * H]
+            if lstm:
+                c = s[:, (L + layer) * H:(L + layer + 1) * H]
+                h, c = cell(x, (h, c), *weights[layer])
+                cs.append(c)
+            else:
+                h = cell(x, h, *weights[layer])
+            hs.append(h)
+            x = h  # the next layer's input
+        return torch.cat(hs + cs, dim=1)
+
+    return step
+
+
 def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
                    n_sequences: int = 8, max_rows: int = 1024) -> dict[str, list]:
     """``||∂s_T/∂s_{T-k}||_F`` for k = 1..K, averaged over a few sequences of ``X``.
@@ -200,8 +238,8 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
 
     Exact, by reverse-mode accumulation: a forward pass without a graph stores the
     states s_{T-K} .. s_T; then, from G_0 = I (S x S), G_k = G_{k-1} · ∂s_{T-k+1}/∂s_{T-k}
-    is one vector-Jacobian product through one step of the fused cell (re-run from the
-    stored state), so memory stays at one step's graph. Returns ``{"k": [1..K],
+    is one vector-Jacobian product through one step of the cell (re-run from the stored
+    state, by :func:`_cell_step`), so memory stays at one step's graph. Returns ``{"k": [1..K],
     "norm": [...]}`` (plain lists; empty when K < 1).
     """
     import torch
@@ -218,37 +256,31 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
     if K < 1:
         return {"k": [], "norm": []}
     device = next(net.parameters()).device
-    was_training = net.training
-    net.train()  # cuDNN runs an RNN's backward in training mode only (no dropout here)
-    try:
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            x = net_input(torch.as_tensor(X[rows], device=device))
-            with torch.no_grad():
-                e = net.inp(x)  # (n, T, E)
-                starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K
-                s0 = torch.zeros(n, S, device=device)
-                for length in np.unique(starts + 1):
-                    group = np.flatnonzero(starts + 1 == length)
-                    _, st = core(e[group, :length])
-                    s0[torch.as_tensor(group, device=device)] = _state_vector(st, L, H)
-                window = torch.stack([e[i, ends[i] - K + 1:ends[i] + 1] for i in range(n)])
-                states = [s0]  # s_{T-K}, ..., s_T
-                for j in range(K):
-                    _, st = core(window[:, j:j + 1], _state_tensors(states[-1], lstm, L, H))
-                    states.append(_state_vector(st, L, H))
-            G = torch.eye(S, device=device).repeat(n, 1)  # (n·S, S): row (i, a) = e_a^T
-            norms = []
-            for k in range(1, K + 1):
-                j = K - k  # the step from states[j] = s_{T-k} to states[j + 1]
-                s_prev = states[j].repeat_interleave(S, dim=0).requires_grad_(True)
-                x_j = window[:, j:j + 1].repeat_interleave(S, dim=0)
-                _, st = core(x_j, _state_tensors(s_prev, lstm, L, H))
-                (G,) = torch.autograd.grad(_state_vector(st, L, H), s_prev, G)
-                # G = ∂s_T/∂s_{T-k}, stacked per sequence: Frobenius norm, mean over sequences
-                norms.append(G.reshape(n, S, S).square().sum((1, 2)).sqrt().mean())
-            values = torch.stack(norms).cpu().tolist()
-    finally:
-        net.train(was_training)
+    step = _cell_step(core)
+    with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+        x = net_input(torch.as_tensor(X[rows], device=device))
+        with torch.no_grad():
+            e = net.inp(x)  # (n, T, E)
+            starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K
+            s0 = torch.zeros(n, S, device=device)
+            for length in np.unique(starts + 1):
+                group = np.flatnonzero(starts + 1 == length)
+                _, st = core(e[group, :length])
+                s0[torch.as_tensor(group, device=device)] = _state_vector(st, L, H)
+            window = torch.stack([e[i, ends[i] - K + 1:ends[i] + 1] for i in range(n)])
+            states = [s0]  # s_{T-K}, ..., s_T
+            for j in range(K):
+                states.append(step(window[:, j], states[-1]))
+        G = torch.eye(S, device=device).repeat(n, 1)  # (n·S, S): row (i, a) = e_a^T
+        norms = []
+        for k in range(1, K + 1):
+            j = K - k  # the step from states[j] = s_{T-k} to states[j + 1]
+            s_prev = states[j].repeat_interleave(S, dim=0).requires_grad_(True)
+            x_j = window[:, j].repeat_interleave(S, dim=0)
+            (G,) = torch.autograd.grad(step(x_j, s_prev), s_prev, G)
+            # G = ∂s_T/∂s_{T-k}, stacked per sequence: Frobenius norm, mean over sequences
+            norms.append(G.reshape(n, S, S).square().sum((1, 2)).sqrt().mean())
+        values = torch.stack(norms).cpu().tolist()
     return {"k": list(range(1, K + 1)), "norm": [float(v) for v in values]}
 
 
