@@ -41,18 +41,22 @@ def _params(**kw):
 
 
 def _single_gradient(model: LSTMModel, data: SeqData) -> dict:
-    """The gradient of the single model's loss on its first batch, by LSTMModel's own code."""
+    """The gradient of the single model's loss on its first batch, by LSTMModel's own code
+    (on ``model.device``: cpu here, cuda in test_gpu.py)."""
     seed = model.random_state
-    with torch.random.fork_rng():
+    device = torch.device(model.device)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = _build_net("lstm", data.input_kind, data.input_size, model.hidden_size,
                          model.hidden_size, model.num_layers, data.target_size, "tanh")
         model._init_weights(net)
+    net.to(device)
     model.target_kind_ = data.target_kind
-    X, Y, M = model._tensors(data, torch.device("cpu"))
+    X, Y, M = model._tensors(data, device)
     perm = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))
     idx = perm[:min(model.batch_size, X.shape[0])]
-    loss = model._batch_loss(net, X[idx], Y[idx], M[idx], data.mask[idx.numpy()])
+    loss = model._batch_loss(net, X[idx.to(device)], Y[idx.to(device)], M[idx.to(device)],
+                             data.mask[idx.numpy()])
     return {"loss": float(loss), **{k: p.grad for k, p in net.named_parameters()}}
 
 
