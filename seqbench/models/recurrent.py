@@ -284,6 +284,11 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
     return {"k": list(range(1, K + 1)), "norm": [float(v) for v in values]}
 
 
+def _many_to_one(mask: np.ndarray) -> bool:
+    """Whether exactly the last step of every row of ``mask`` (N, T) is scored."""
+    return bool(mask[:, -1].all()) and not mask[:, :-1].any()
+
+
 def _is_int(value, low: int) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= low
 
@@ -380,30 +385,42 @@ class RecurrentModel(SeqModel):
         seed_of(self.random_state, self)
 
     # -- training ----------------------------------------------------------------------
-    def _position_loss(self, out, y):
+    def _position_loss(self, out, y, mean: bool = False):
         """Loss at each of P positions: (P, K) outputs, (P,) class ids or (P, K) targets ->
-        (P,); cross-entropy for classes, squared error averaged over the K outputs for reals."""
+        (P,); cross-entropy for classes, squared error averaged over the K outputs for reals.
+        ``mean``: their mean over the P positions instead, a scalar, in one reduction."""
         import torch.nn.functional as F
 
         out = out.float()
-        if self.target_kind_ == "classes":
-            return F.cross_entropy(out, y, reduction="none")  # -log p(y_t | x_1..t)
+        if self.target_kind_ == "classes":  # -log p(y_t | x_1..t)
+            return F.cross_entropy(out, y, reduction="mean" if mean else "none")
+        if mean:  # the mean over P of (1/K) Σ_k is the mean over all P·K squared errors
+            return F.mse_loss(out, y)
         return F.mse_loss(out, y, reduction="none").mean(-1)  # (1/K) Σ_k (ŷ_tk - y_tk)²
 
-    def _masked_loss(self, net, h, y, m, k: int, last_only: bool = False):
+    def _last_step_loss(self, net, x, y):
+        """Backpropagate the mean loss of a many-to-one batch (exactly the last step of
+        every row scored) and return it (detached): ``x`` (B, T[, D]), ``y`` the targets
+        of the last step only, (B[, K]). The head at the last step and one mean-reducing
+        loss, as a hand-written loop does it: no mask, and no count from the host."""
+        x, y = self._cast(x, y)
+        h, _ = net.hidden(x)  # (B, T, H)
+        loss = self._position_loss(net.head(h[:, -1]), y, mean=True)
+        loss.backward()
+        return loss.detach()
+
+    def _masked_loss(self, net, h, y, m, k: int):
         """Σ over the scored positions of the loss, with the head applied there only.
 
         ``h`` (B, T', H), ``y`` (B, T'[, K]), ``m`` (B, T') the mask on the device and
         ``k`` its number of scored positions, known on the host. The scored positions are
         gathered by a stable sort of the mask (their k indices come first) rather than by
         boolean indexing, which would make the host wait for the device to learn k.
-        ``last_only`` (the host saw that exactly the last step of every row is scored:
-        many-to-one) takes ``h[:, -1]`` directly, the same positions in the same order
-        without the sort (on the CPU the sort and gather cost 0.12 ms of a 3.5 ms step)."""
+        (Many-to-one batches take :meth:`_last_step_loss` instead: ``h[:, -1]``, the
+        same positions in the same order without the sort, which on the CPU costs 0.12 ms
+        of a 3.5 ms step.)"""
         import torch
 
-        if last_only:
-            return self._position_loss(net.head(h[:, -1]), y[:, -1]).sum()
         B, Tc = m.shape
         h = h.reshape(B * Tc, h.shape[-1])  # (B·T', H)
         y = y.reshape(B * Tc, *y.shape[2:])  # (B·T'[, K])
@@ -446,15 +463,15 @@ class RecurrentModel(SeqModel):
         the last scored chunk) or all work (after it)."""
         import torch
 
-        x, y = self._cast(x, y)  # (B, T[, D]), (B, T[, K])
-        n_scored = max(int(mask.sum()), 1)
         T = x.shape[1]
         U = self.tbptt
+        if (U is None or U >= T) and _many_to_one(mask):
+            return self._last_step_loss(net, x, y[:, -1])
+        x, y = self._cast(x, y)  # (B, T[, D]), (B, T[, K])
+        n_scored = max(int(mask.sum()), 1)
         if U is None or U >= T:
             h, _ = net.hidden(x)  # (B, T, H)
-            k = int(mask.sum())
-            last_only = k == mask.shape[0] and bool(mask[:, -1].all())
-            loss = self._masked_loss(net, h, y, m, k, last_only) / n_scored
+            loss = self._masked_loss(net, h, y, m, int(mask.sum())) / n_scored
             loss.backward()
             return loss.detach()
         counts = mask.sum(axis=0)  # (T,) scored positions per step
@@ -529,6 +546,8 @@ class RecurrentModel(SeqModel):
         V = (*self._tensors(valid, device, lazy=True), valid.mask) if valid is not None else None
         N = X.shape[0]
         B, steps_per_epoch, max_steps = self._step_budget(N)
+        # every batch many-to-one (the adding problem, Jane recall, ...), with full BPTT
+        last_only = (self.tbptt is None or self.tbptt >= data.T) and _many_to_one(data.mask)
         autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16)
             if self.precision == "bf16" else contextlib.nullcontext()
@@ -546,10 +565,14 @@ class RecurrentModel(SeqModel):
             perm = perm_host.to(device)
             for b in range(steps_per_epoch):
                 idx = perm[b * B:(b + 1) * B]
-                mask = data.mask[perm_host[b * B:(b + 1) * B].numpy()]  # (B, T) on the host
                 opt.zero_grad(set_to_none=True)
-                with autocast:
-                    loss = self._batch_loss(net, X[idx], Y[idx], M[idx], mask)
+                if last_only:  # no mask or count per step: the host's work is the launches
+                    with autocast:
+                        loss = self._last_step_loss(net, X[idx], Y[idx, -1])
+                else:
+                    mask = data.mask[perm_host[b * B:(b + 1) * B].numpy()]  # (B, T), host
+                    with autocast:
+                        loss = self._batch_loss(net, X[idx], Y[idx], M[idx], mask)
                 if self.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(net.parameters(), self.clip_norm)
                 opt.step()
