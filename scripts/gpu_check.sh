@@ -4,21 +4,19 @@
 #      gives a cuDNN LSTM under bfloat16, see seqbench.models.torchnet.autocast_rnn_dtype),
 #   2. the GPU tests (tests/test_gpu.py: pytest -m gpu),
 #   3. the GPU rows of the perf session (benchmarks/perf.py --gpu): raw cuDNN step
-#      times at the reference settings, seqbench's overhead on the GPU, 16 small
+#      times at the reference settings, seqbench's overhead on the GPU, 16 small
 #      LSTM jobs through 1 GPU slot versus 4, and stacked training of 16 and 64 members
 #      versus the same jobs one after another.
 # Installs nothing from the network: it runs from this checkout with the python3 that
-# holds torch (PYTHON=... to choose another). The device image has every package the
-# GPU path imports (torch, numpy, scipy, pandas, scikit-learn, rich, psutil, pytest,
-# pytest-timeout; hmmlearn, filterpy and dask are imported only by other families and
-# executors), so no wheels need to travel. The logs and perf-gpu-*.md/json (4 files)
-# go to $OUT when set (the device tool's output folder), else to results/.
+# holds torch (PYTHON=... to choose another), which must also have what the GPU path
+# imports: numpy, scipy, pandas, scikit-learn, rich, psutil, pytest (pytest-timeout is
+# used when present; hmmlearn, filterpy and dask are imported only by other families and
+# executors). The logs and perf-gpu-*.md/json (4 files)
+# go to $OUT when set, else to results/.
 #
-# The device tool's call (a session lent a GPU). Expected 3-4 minutes; the time limits
-# below (machine 30 s, install 20 s, tests 60 s, perf rows 190 s) add up to 300 s, so the
-# call ends inside timeout_s=330 and a second try fits in the 15 minutes of device time:
-#   run(command="bash scripts/gpu_check.sh", timeout_s=330)      # no carry needed
-# then give_back unless rerunning at once.
+# About 2 minutes on a GPU machine (122 s on an NVIDIA H100 80GB HBM3, 2026-11-26: tests
+# 12 s, perf rows 105 s); the time limits below (machine 30 s, install 20 s, tests 60 s,
+# perf rows 190 s) add up to 300 s, so a run never takes more than about 5 minutes.
 #
 #   scripts/gpu_check.sh                 # on the GPU machine
 #   scripts/gpu_check.sh --device cpu    # dry run of the same steps on a CPU, tiny sizes
