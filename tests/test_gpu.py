@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_stacked import SEEDS, check_first_gradients
 from test_stacked import _data as _stack_data
 from test_stacked import _params as _stack_params
-from test_stacked import _single_gradient
 
 from seqbench.data import SeqData
 from seqbench.models.recurrent import LSTMModel
-from seqbench.models.stacked import fit_stacked, member_gradients
+from seqbench.models.stacked import fit_stacked
 
 pytestmark = [
     pytest.mark.gpu,
@@ -105,20 +105,10 @@ def _assert_weights_close(got: dict, want: dict, lr: float) -> None:
 
 @pytest.mark.parametrize("kind", ["tokens", "real"])
 def test_stacked_first_gradients_on_cuda_equal_single_models(kind, seed, exact_fp32):
-    """The issue's criterion on the GPU: each member's loss and gradient on its first batch
+    """Stacked training's promise, on the GPU: each member's loss and gradient on its first batch
     equal the same model's alone (LSTMModel's own cuDNN code), to float32 rounding."""
-    params = _stack_params(num_layers=2, device="cuda")
-    seeds = [3, 4, 5]
-    datas = [_stack_data(seed + s, kind) for s in seeds]
-    stacked = member_gradients([LSTMModel(random_state=s, **params) for s in seeds], datas)
-    for s, data, got in zip(seeds, datas, stacked):
-        want = _single_gradient(LSTMModel(random_state=s, **params), data)
-        assert set(got) == set(want)
-        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
-        for key in want:
-            if key != "loss":
-                torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6,
-                                           msg=f"seed {s}, gradient of {key}")
+    check_first_gradients(_stack_params(num_layers=2, device="cuda"),
+                          [_stack_data(seed + s, kind) for s in SEEDS])
 
 
 @pytest.mark.parametrize("graph", [False, True])
