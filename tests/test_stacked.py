@@ -20,10 +20,14 @@ SEEDS = [3, 4, 5]
 
 def _data(seed: int, kind: str, N: int = 48, T: int = 9, V: int = 6, D: int = 2,
           K: int = 3) -> SeqData:
+    """``kind``: "tokens" or "real", with "-last" many-to-one (the last step of every row
+    scored; else also step 3 of about half the rows)."""
     r = np.random.default_rng(seed)
+    kind, _, last = kind.partition("-")
     mask = np.zeros((N, T), dtype=bool)
     mask[:, -1] = True
-    mask[:, 3] = r.random(N) < 0.5  # a varying number of scored positions per batch
+    if not last:
+        mask[:, 3] = r.random(N) < 0.5  # a varying number of scored positions per batch
     if kind == "tokens":
         X = r.integers(0, V, size=(N, T))
         Y = r.integers(0, K, size=(N, T))
@@ -74,13 +78,13 @@ def check_first_gradients(params: dict, datas: list[SeqData]) -> None:
                                            msg=f"seed {s}, gradient of {key}")
 
 
-@pytest.mark.parametrize("kind", ["tokens", "real"])
+@pytest.mark.parametrize("kind", ["tokens", "real", "tokens-last", "real-last"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_first_gradients_equal_single_models(kind, num_layers, seed):
     check_first_gradients(_params(num_layers=num_layers), [_data(seed + s, kind) for s in SEEDS])
 
 
-@pytest.mark.parametrize("kind", ["tokens", "real"])
+@pytest.mark.parametrize("kind", ["tokens", "real", "tokens-last", "real-last"])
 def test_training_curves_and_weights_equal_single_models(kind, seed):
     params = _params()
     train = [_data(seed + s, kind) for s in SEEDS]
@@ -104,9 +108,9 @@ def test_training_curves_and_weights_equal_single_models(kind, seed):
         sa, sb = a.net_.state_dict(), b.net_.state_dict()
         for key in sa:
             torch.testing.assert_close(sb[key], sa[key], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(b.predict(v.X) if kind == "real" else
-                                   b.predict_proba(v.X),
-                                   a.predict(v.X) if kind == "real" else a.predict_proba(v.X),
+        real = kind.startswith("real")
+        np.testing.assert_allclose(b.predict(v.X) if real else b.predict_proba(v.X),
+                                   a.predict(v.X) if real else a.predict_proba(v.X),
                                    rtol=1e-4, atol=1e-5)
         assert b.grad_decay_init_["norm"] == pytest.approx(a.grad_decay_init_["norm"])
 

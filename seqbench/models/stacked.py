@@ -66,6 +66,7 @@ from ..errors import DivergedError, IncompatibleError, SeqbenchError
 from .base import seed_of
 from .recurrent import (
     LSTMModel,
+    _many_to_one,
     current_device,
     gradient_decay,
     net_input,
@@ -142,12 +143,16 @@ def _stacked_module():
                               self.in_w.transpose(1, 2))  # (M, B·T, E)
             return e.reshape(M, B, T, -1)
 
-        def hidden(self, x):
-            """(M, B, T[, D]) -> (M, B, T, H) hidden states of the last layer."""
+        def hidden(self, x, last_only: bool = False):
+            """(M, B, T[, D]) -> (M, B, T, H) hidden states of the last layer; with
+            ``last_only``, its state after the last step alone, (M, B, 1, H): no per-step
+            outputs are kept, so in the backward pass each h_t gets its gradient from the
+            next step only (no per-step accumulation)."""
             z = self.embed(x)
             M, B, T = z.shape[:3]
             H = self.H
             for layer in range(self.num_layers):
+                keep = not (last_only and layer == self.num_layers - 1)
                 w_ih = getattr(self, f"weight_ih_l{layer}")  # (M, 4H, In)
                 w_hh = getattr(self, f"weight_hh_l{layer}")  # (M, 4H, H)
                 b = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
@@ -167,8 +172,9 @@ def _stacked_module():
                     i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
                     c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
                     h = o * torch.tanh(c)  # h_t = o_t * tanh(C_t)
-                    outs.append(h)
-                z = torch.stack(outs, dim=2)  # (M, B, T, H)
+                    if keep:
+                        outs.append(h)
+                z = torch.stack(outs, dim=2) if keep else h.unsqueeze(2)  # (M, B, T or 1, H)
             return z
 
         def head(self, h):
@@ -178,10 +184,14 @@ def _stacked_module():
                                 self.head_w.transpose(1, 2))
             return out.reshape(M, B, T, -1)
 
-        def member_losses(self, x, y, m, classes: bool):
+        def member_losses(self, x, y, m, classes: bool, last_only: bool = False):
             """Mean loss over each member's scored positions: (M,). ``y`` holds valid
-            values everywhere (unscored positions are zeroed once, on load)."""
-            out = self.head(self.hidden(x)).float()  # (M, B, T, K)
+            values everywhere (unscored positions are zeroed once, on load).
+            ``last_only``: the caller knows that exactly the last step of every row is
+            scored (many-to-one), so the head and the loss see that step alone."""
+            if last_only:
+                y, m = y[:, :, -1:], m[:, :, -1:]
+            out = self.head(self.hidden(x, last_only)).float()  # (M, B, T or 1, K)
             K = out.shape[-1]
             if classes:
                 per = F.cross_entropy(out.reshape(-1, K), y.reshape(-1),
@@ -474,12 +484,14 @@ def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]
     idx = torch.zeros(M, B, dtype=torch.long, device=device)  # the batch rows (static)
     # each member's clipping threshold; inf (min(1, inf) = 1) where it has none
     clips = [float("inf") if m.clip_norm is None else float(m.clip_norm) for m in models]
+    # every member's training split many-to-one: the head and loss at the last step only
+    last_only = all(_many_to_one(d.mask) for d in datas)
     clip = None if all(c == float("inf") for c in clips) else torch.tensor(clips, device=device)
 
     def train_step() -> None:
         """One step of every member from the rows in ``idx``; no host sync."""
         with autocast():
-            loss, _ = stacked.member_losses(*splits.rows(idx), classes)
+            loss, _ = stacked.member_losses(*splits.rows(idx), classes, last_only)
         loss.sum().backward()  # member m's parameters get member m's gradient only
         if clip is not None:
             # per-member norm over that member's parameters: ||g_m|| = sqrt(Σ_p ||g_{p,m}||²)
@@ -624,7 +636,8 @@ def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict
     B = min(proto.batch_size, N)
     idx = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(
         seed_of(m.random_state)))[:B] for m in models]).to(device)
-    loss, _ = stacked.member_losses(*splits.rows(idx), splits.classes)
+    last_only = all(_many_to_one(d.mask) for d in datas)
+    loss, _ = stacked.member_losses(*splits.rows(idx), splits.classes, last_only)
     loss.sum().backward()
     return [{"loss": float(loss[m].detach()), **stacked.member_state(m, grad=True)}
             for m in range(len(models))]
