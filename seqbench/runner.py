@@ -224,12 +224,14 @@ def prepare_job(job: dict[str, Any], record: dict[str, Any]):
     return task, spec, splits, model
 
 
-def score_job(model, task, test, record: dict[str, Any]) -> None:
-    """Score a fitted model on the test split into ``record`` (status ``ok``)."""
+def score_job(model, task, test, record: dict[str, Any],
+              diagnostics: dict[str, Any] | None = None) -> None:
+    """Score a fitted model on the test split into ``record`` (status ``ok``);
+    ``diagnostics``: ``model.diagnostics(test)`` when the caller has it already."""
     result = evaluate(model, task, test)
     record.update({k: result[k] for k in ("score", "normalised", "metrics", "slices")})
     record["curve"] = model.training_curve()
-    record["diagnostics"] = model.diagnostics(test)
+    record["diagnostics"] = model.diagnostics(test) if diagnostics is None else diagnostics
     record["n_params"] = model.n_parameters()
     record["device"] = device_name(getattr(model, "device_", None))
     record["status"] = "ok"

@@ -170,15 +170,40 @@ def _run_stack_into(members: list[dict[str, Any]], records: list[dict[str, Any]]
                 record_failure(records[i], exc)
             continue
         fit_s = (time.perf_counter() - fit0) / len(group)
-        for (i, task, _, (_, _, test), _), model in zip(group, fitted):
+        decays = _trained_decays(group, fitted)
+        for (i, task, _, (_, _, test), _), model, decay in zip(group, fitted, decays):
             if isinstance(model, Exception):  # this member diverged on its own
                 record_failure(records[i], model)
                 continue
             records[i]["fit_s"] = fit_s
             try:
-                score_job(model, task, test, records[i])
+                score_job(model, task, test, records[i],
+                          None if decay is None else model.decay_diagnostics(decay))
             except Exception as exc:  # noqa: BLE001
                 record_failure(records[i], exc)
+
+
+def _trained_decays(group: list[tuple], fitted: list[Any]) -> list[dict | None]:
+    """The gradient-decay curve of each fitted member of a stacked ``group`` on its test
+    split, the members measured together (:func:`~seqbench.models.stacked.members_decay`);
+    None for a member that failed, and for all when the stack was not stacked or the
+    joint measurement raised (each member then measures its own, and a failure is its)."""
+    from .models.stacked import members_decay
+
+    ok = [k for k, model in enumerate(fitted) if not isinstance(model, Exception)]
+    out: list[dict | None] = [None] * len(fitted)
+    if len(group) < 2 or not ok:
+        return out
+    try:
+        tests = [group[k][3][2] for k in ok]
+        for k, test in zip(ok, tests):
+            fitted[k]._check_fitted_X(test.X)
+        got = members_decay([fitted[k] for k in ok], [fitted[k].net_ for k in ok], tests)
+    except Exception:  # noqa: BLE001 - each member then measures (and fails) on its own
+        return out
+    for k, decay in zip(ok, got):
+        out[k] = decay
+    return out
 
 
 def stopped_stack(stack: dict[str, Any], status: str, error: str, started: str, wall_s: float,

@@ -332,3 +332,31 @@ def test_stacked_backward_memory_grows_linearly_with_length():
     small, large = _backward_bytes(60), _backward_bytes(120)
     assert small > 0
     assert large / small < 2.5, f"T 60 -> 120: backward bytes x{large / small:.2f}"
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_member_gradient_decay_equals_one_network_at_a_time(num_layers, chunked, monkeypatch,
+                                                             seed):
+    """Networks measured together give each network's own gradient_decay: members whose
+    K differ (measured in separate groups), one with nothing to measure, and groups split
+    into chunks (one network at a time when chunked)."""
+    from seqbench.models import stacked
+    from seqbench.models.recurrent import gradient_decay
+
+    if chunked:
+        monkeypatch.setattr(stacked, "DECAY_FLOATS", 1)
+    datas = [_data(seed + s, "tokens", T=12) for s in range(5)]
+    datas[1].mask[:, -1] = False  # last scored step 3 here: K = 3, not 11
+    datas[2].mask[:, 1:] = False  # no scored step after the first: nothing to measure
+    datas[2].mask[:, 0] = True
+    nets = [LSTMModel(hidden_size=6, num_layers=num_layers, random_state=s)
+            ._initial_net(d, torch.device("cpu")) for s, d in enumerate(datas)]
+    options = {"max_k": 100, "n_sequences": 4, "max_rows": 64}
+    got = stacked.member_gradient_decay(nets, [d.X for d in datas], [d.mask for d in datas],
+                                        **options)
+    for net, data, g in zip(nets, datas, got):
+        want = gradient_decay(net, data.X, data.mask, **options)
+        assert g["k"] == want["k"]
+        assert g["norm"] == pytest.approx(want["norm"], rel=1e-5, abs=0)
+    assert [len(g["k"]) for g in got] == [11, 3, 0, 11, 11]

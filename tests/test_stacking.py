@@ -92,6 +92,11 @@ def assert_same_results(got, want):
     for pg, pw in zip(cg, cw):
         assert pg["train_loss"] == pytest.approx(pw["train_loss"], rel=1e-5, abs=0)
         assert pg["valid_loss"] == pytest.approx(pw["valid_loss"], rel=1e-5, abs=0)
+    # the gradient-decay curves, which a stack measures for all its members together
+    dg, dw = (json.loads(r["diagnostics"])["grad_decay"] for r in (got, want))
+    assert dg["k"] == dw["k"] and len(dw["k"]) > 5
+    assert dg["init"] == pytest.approx(dw["init"], rel=1e-5, abs=0)
+    assert dg["trained"] == pytest.approx(dw["trained"], rel=1e-4, abs=0)
 
 
 @pytest.fixture(scope="module")

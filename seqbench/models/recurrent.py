@@ -239,49 +239,84 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
     Exact, by reverse-mode accumulation: a forward pass without a graph stores the
     states s_{T-K} .. s_T; then, from G_0 = I (S x S), G_k = G_{k-1} · ∂s_{T-k+1}/∂s_{T-k}
     is one vector-Jacobian product through one step of the cell (re-run from the stored
-    state, by :func:`_cell_step`), so memory stays at one step's graph. Returns ``{"k": [1..K],
-    "norm": [...]}`` (plain lists; empty when K < 1).
+    state, by :func:`_cell_step`), so memory stays at one step's graph. Returns
+    ``{"k": [1..K], "norm": [...]}`` (plain lists; empty when K < 1).
     """
+    import torch
+
+    rows, ends, K = decay_plan(net, mask, max_k, n_sequences, max_rows)
+    if K < 1:
+        return {"k": [], "norm": []}
+    device = next(net.parameters()).device
+    with torch.autocast(device.type, enabled=False):
+        s0, window = decay_start(net, X, rows, ends, K)
+        values = decay_norms(_cell_step(net.core), s0, window).cpu().tolist()
+    return {"k": list(range(1, K + 1)), "norm": [float(v) for v in values]}
+
+
+def decay_plan(net, mask: np.ndarray, max_k: int, n_sequences: int,
+               max_rows: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The sequences :func:`gradient_decay` uses and its K: (row indices, each row's last
+    scored step t_end, K); K < 1 when there is nothing to measure."""
+    import torch
+
+    core = net.core
+    S = core.num_layers * core.hidden_size * (2 if isinstance(core, torch.nn.LSTM) else 1)
+    has_scored = np.flatnonzero(mask.any(axis=1))
+    n = min(n_sequences, max(1, max_rows // S), len(has_scored))
+    rows = has_scored[:n]
+    ends = np.array([np.flatnonzero(mask[i])[-1] for i in rows], dtype=np.int64)
+    return rows, ends, int(min(ends.min(), max_k)) if n else 0
+
+
+def decay_start(net, X: np.ndarray, rows: np.ndarray, ends: np.ndarray, K: int):
+    """Without a graph: s_{T-K} of each of the n sequences ``rows`` (n, S), and the
+    inputs of their last K steps through the input layer, (n, K, E)."""
     import torch
 
     core = net.core
     L, H = core.num_layers, core.hidden_size
-    lstm = isinstance(core, torch.nn.LSTM)
-    S = L * H * (2 if lstm else 1)
-    has_scored = np.flatnonzero(mask.any(axis=1))
-    n = min(n_sequences, max(1, max_rows // S), len(has_scored))
-    rows = has_scored[:n]
-    ends = np.array([np.flatnonzero(mask[i])[-1] for i in rows])  # t_end of each sequence
-    K = int(min(ends.min(), max_k)) if n else 0
-    if K < 1:
-        return {"k": [], "norm": []}
     device = next(net.parameters()).device
-    step = _cell_step(core)
-    with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-        x = net_input(torch.as_tensor(X[rows], device=device))
-        with torch.no_grad():
-            e = net.inp(x)  # (n, T, E)
-            starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K
-            s0 = torch.zeros(n, S, device=device)
-            for length in np.unique(starts + 1):
-                group = np.flatnonzero(starts + 1 == length)
-                _, st = core(e[group, :length])
-                s0[torch.as_tensor(group, device=device)] = _state_vector(st, L, H)
-            window = torch.stack([e[i, ends[i] - K + 1:ends[i] + 1] for i in range(n)])
-            states = [s0]  # s_{T-K}, ..., s_T
-            for j in range(K):
-                states.append(step(window[:, j], states[-1]))
-        G = torch.eye(S, device=device).repeat(n, 1)  # (n·S, S): row (i, a) = e_a^T
+    n = len(rows)
+    S = L * H * (2 if isinstance(core, torch.nn.LSTM) else 1)
+    with torch.no_grad():
+        e = net.inp(net_input(torch.as_tensor(X[rows], device=device)))  # (n, T, E)
+        starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K
+        s0 = torch.zeros(n, S, device=device)
+        for length in np.unique(starts + 1):
+            group = np.flatnonzero(starts + 1 == length)
+            _, st = core(e[group, :length])
+            s0[torch.as_tensor(group, device=device)] = _state_vector(st, L, H)
+        window = torch.stack([e[i, ends[i] - K + 1:ends[i] + 1] for i in range(n)])
+    return s0, window
+
+
+def decay_norms(step, s0, window):
+    """``||∂s_T/∂s_{T-k}||_F`` for k = 1..K, each the mean over the n sequences: a (K,)
+    tensor, or (M, K) for M networks advanced together. ``s0`` (..., n, S) the states
+    s_{T-K}, ``window`` (..., n, K, E) the inputs of the last K steps, ``step(x, s)`` one
+    step of the cell on (..., R, E) inputs and (..., R, S) states (the leading dimension,
+    if any, indexes the networks)."""
+    import torch
+
+    *lead, n, S = s0.shape
+    K = window.shape[-2]
+    with torch.no_grad():
+        states = [s0]  # s_{T-K}, ..., s_T
+        for j in range(K):
+            states.append(step(window[..., j, :], states[-1]))
+    with torch.enable_grad():
+        # (..., n·S, S): row (i, a) = e_a^T
+        G = torch.eye(S, device=s0.device).repeat(*lead, n, 1)
         norms = []
         for k in range(1, K + 1):
             j = K - k  # the step from states[j] = s_{T-k} to states[j + 1]
-            s_prev = states[j].repeat_interleave(S, dim=0).requires_grad_(True)
-            x_j = window[:, j].repeat_interleave(S, dim=0)
+            s_prev = states[j].repeat_interleave(S, dim=-2).requires_grad_(True)
+            x_j = window[..., j, :].repeat_interleave(S, dim=-2)
             (G,) = torch.autograd.grad(step(x_j, s_prev), s_prev, G)
             # G = ∂s_T/∂s_{T-k}, stacked per sequence: Frobenius norm, mean over sequences
-            norms.append(G.reshape(n, S, S).square().sum((1, 2)).sqrt().mean())
-        values = torch.stack(norms).cpu().tolist()
-    return {"k": list(range(1, K + 1)), "norm": [float(v) for v in values]}
+            norms.append(G.reshape(*lead, n, S, S).square().sum((-2, -1)).sqrt().mean(-1))
+    return torch.stack(norms, dim=-1)
 
 
 def _many_to_one(mask: np.ndarray) -> bool:
@@ -642,6 +677,12 @@ class RecurrentModel(SeqModel):
         trained = gradient_decay(self.net_, X, data.mask, max_k=self.grad_decay_max_k,
                                  n_sequences=self.grad_decay_sequences,
                                  max_rows=self.grad_decay_rows)
+        return self.decay_diagnostics(trained)
+
+    def decay_diagnostics(self, trained: dict[str, list]) -> dict[str, Any]:
+        """:meth:`diagnostics` from the curve of the fitted network, ``trained`` (as
+        :func:`gradient_decay` returns it; stacked training measures its members'
+        together)."""
         init = self.grad_decay_init_
         K = min(len(init["k"]), len(trained["k"]))
         return {"grad_decay": {"k": list(range(1, K + 1)), "init": init["norm"][:K],

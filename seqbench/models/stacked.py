@@ -68,7 +68,9 @@ from .recurrent import (
     LSTMModel,
     _many_to_one,
     current_device,
-    gradient_decay,
+    decay_norms,
+    decay_plan,
+    decay_start,
     net_input,
     resolve_device,
 )
@@ -453,15 +455,11 @@ def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]
         model.target_kind_, model.target_size_ = data.target_kind, data.target_size
 
     # the single models' initial networks, built by the code LSTMModel._fit uses
-    nets, seeds = [], []
-    for model, data in zip(models, datas):
-        seed = seed_of(model.random_state)
-        net = model._initial_net(data, device)
-        model.grad_decay_init_ = gradient_decay(
-            net, data.X, data.mask, max_k=model.grad_decay_max_k,
-            n_sequences=model.grad_decay_sequences, max_rows=model.grad_decay_rows)
-        nets.append(net)
-        seeds.append(seed)
+    nets = [model._initial_net(data, device) for model, data in zip(models, datas)]
+    seeds = [seed_of(model.random_state) for model in models]
+    # the gradient-decay curve of each untrained network, the members advanced together
+    for model, decay in zip(models, members_decay(models, nets, datas)):
+        model.grad_decay_init_ = decay
     stacked = _stacked_module()(nets).to(device)
     params = list(stacked.parameters())
     opt = MemberOptimizer(params, proto.optimizer, [float(m.lr) for m in models],
@@ -617,6 +615,105 @@ def _evaluate(stacked, splits: MemberSplits) -> list[float]:
             total += loss * n  # loss was divided by max(n, 1)
             count += mk.sum((1, 2)).float()
     return (total / count.clamp_min(1.0)).tolist()
+
+
+def members_decay(models: list[LSTMModel], nets, datas: list[SeqData]) -> list[dict]:
+    """The gradient-decay curve of each network ``nets[m]`` on ``datas[m]``, by
+    ``models[m]``'s settings (``grad_decay_max_k``, ``_sequences``, ``_rows``): the
+    members of equal settings through :func:`member_gradient_decay` together."""
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for m, model in enumerate(models):
+        key = (model.grad_decay_max_k, model.grad_decay_sequences, model.grad_decay_rows)
+        groups.setdefault(key, []).append(m)
+    out: list[dict] = [{}] * len(models)
+    for (max_k, n_sequences, max_rows), ms in groups.items():
+        got = member_gradient_decay([nets[m] for m in ms], [datas[m].X for m in ms],
+                                    [datas[m].mask for m in ms], max_k=max_k,
+                                    n_sequences=n_sequences, max_rows=max_rows)
+        for m, decay in zip(ms, got):
+            out[m] = decay
+    return out
+
+
+#: floats of one network's share of the largest tensor in member_gradient_decay, times the
+#: networks advanced together: at most this many (64 MiB of float32)
+DECAY_FLOATS = 2**24
+
+
+def _members_cell_step(cores):
+    """One step of M ``nn.LSTM`` cores of one shape, advanced together: ``step(x (M, R, E),
+    s (M, R, S)) -> s' (M, R, S)``, the state laid out as :func:`gradient_decay`'s
+    (h of every layer, then C of every layer), torch's gate order i, f, g, o; weights
+    detached (vector-Jacobian products through it compute no weight gradients)."""
+    import torch
+
+    L, H = cores[0].num_layers, cores[0].hidden_size
+
+    def stacked(name):
+        return [torch.stack([getattr(c, f"{name}_l{layer}").detach() for c in cores])
+                for layer in range(L)]
+
+    w_ih = [w.transpose(1, 2) for w in stacked("weight_ih")]  # (M, In, 4H)
+    w_hh = [w.transpose(1, 2) for w in stacked("weight_hh")]  # (M, H, 4H)
+    bias = [(a + b).unsqueeze(1) for a, b in zip(stacked("bias_ih"), stacked("bias_hh"))]
+
+    def step(x, s):
+        hs, cs = [], []
+        for layer in range(L):
+            h = s[..., layer * H:(layer + 1) * H]
+            c = s[..., (L + layer) * H:(L + layer + 1) * H]
+            g = torch.baddbmm(torch.baddbmm(bias[layer], x, w_ih[layer]), h, w_hh[layer])
+            i, f, gg, o = g.chunk(4, dim=-1)
+            i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+            c = f * c + i * torch.tanh(gg)
+            h = o * torch.tanh(c)
+            hs.append(h)
+            cs.append(c)
+            x = h  # the next layer's input
+        return torch.cat(hs + cs, dim=-1)
+
+    return step
+
+
+def member_gradient_decay(nets, Xs: list, masks: list, *, max_k: int, n_sequences: int,
+                          max_rows: int) -> list[dict[str, list]]:
+    """:func:`~seqbench.models.recurrent.gradient_decay` of each LSTM ``nets[m]`` (one
+    shape, one device) on ``Xs[m]``, ``masks[m]``, the networks whose K and number of
+    sequences agree advanced together, a group of them at a time (``DECAY_FLOATS``): one
+    batched product per step for all of them, where one network at a time launches as
+    many kernels each (on a GPU the diagnostic's time is those launches). The same norms
+    as one network at a time, to float32 rounding."""
+    import torch
+
+    out: list[dict[str, list] | None] = [None] * len(nets)
+    groups: dict[tuple[int, int], list[int]] = {}
+    plans = []
+    for m, (net, mask) in enumerate(zip(nets, masks)):
+        rows, ends, K = decay_plan(net, mask, max_k, n_sequences, max_rows)
+        plans.append((rows, ends, K))
+        if K < 1:
+            out[m] = {"k": [], "norm": []}
+        else:
+            groups.setdefault((K, len(rows)), []).append(m)
+    core = nets[0].core
+    H, L = core.hidden_size, core.num_layers
+    S = 2 * L * H
+    for (K, n), members in groups.items():
+        per_net = n * S * max(S, 4 * H)  # the largest tensor of a step, per network
+        size = max(1, DECAY_FLOATS // per_net)
+        for c in range(0, len(members), size):
+            chunk = members[c:c + size]
+            device = next(nets[chunk[0]].parameters()).device
+            with torch.autocast(device.type, enabled=False):
+                starts = [decay_start(nets[m], Xs[m], plans[m][0], plans[m][1], K)
+                          for m in chunk]
+                s0 = torch.stack([s for s, _ in starts])  # (M, n, S)
+                window = torch.stack([w for _, w in starts])  # (M, n, K, E)
+                step = _members_cell_step([nets[m].core for m in chunk])
+                values = decay_norms(step, s0, window).cpu().tolist()  # (M, K)
+            for m, norms in zip(chunk, values):
+                out[m] = {"k": list(range(1, K + 1)), "norm": [float(v) for v in norms]}
+    return out
 
 
 def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict[str, Any]]:
