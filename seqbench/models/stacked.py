@@ -81,6 +81,17 @@ PER_MEMBER = ("random_state", "lr", "weight_decay", "clip_norm", "patience", "ma
               "max_epochs", "forget_bias")
 
 
+def _lstm_update(g, c):
+    """One LSTM step from its gate pre-activations ``g`` (..., 4H), in torch's gate order
+    i, f, g, o, and C_{t-1} ``c`` (..., H): (h_t, C_t)."""
+    import torch
+
+    i, f, gg, o = g.chunk(4, dim=-1)
+    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
+    c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
+    return o * torch.tanh(c), c  # h_t = o_t * tanh(C_t)
+
+
 def _stacked_module():
     """The torch module class (defined lazily: torch is imported only when used)."""
     import torch
@@ -170,10 +181,7 @@ def _stacked_module():
                 outs = []
                 for t in range(T):
                     g = torch.baddbmm(gx[t], h, w_hh_t)  # (M, B, 4H): + W_hh h_{t-1}
-                    i, f, gg, o = g.chunk(4, dim=-1)  # torch's gate order: i, f, g, o
-                    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-                    c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
-                    h = o * torch.tanh(c)  # h_t = o_t * tanh(C_t)
+                    h, c = _lstm_update(g, c)
                     if keep:
                         outs.append(h)
                 z = torch.stack(outs, dim=2) if keep else h.unsqueeze(2)  # (M, B, T or 1, H)
@@ -619,8 +627,9 @@ def _evaluate(stacked, splits: MemberSplits) -> list[float]:
 
 def members_decay(models: list[LSTMModel], nets, datas: list[SeqData]) -> list[dict]:
     """The gradient-decay curve of each network ``nets[m]`` on ``datas[m]``, by
-    ``models[m]``'s settings (``grad_decay_max_k``, ``_sequences``, ``_rows``): the
-    members of equal settings through :func:`member_gradient_decay` together."""
+    ``models[m]``'s settings (``grad_decay_max_k``, ``grad_decay_sequences``,
+    ``grad_decay_rows``): the members of equal settings measured together by
+    :func:`member_gradient_decay`."""
     groups: dict[tuple[int, int, int], list[int]] = {}
     for m, model in enumerate(models):
         key = (model.grad_decay_max_k, model.grad_decay_sequences, model.grad_decay_rows)
@@ -663,10 +672,7 @@ def _members_cell_step(cores):
             h = s[..., layer * H:(layer + 1) * H]
             c = s[..., (L + layer) * H:(L + layer + 1) * H]
             g = torch.baddbmm(torch.baddbmm(bias[layer], x, w_ih[layer]), h, w_hh[layer])
-            i, f, gg, o = g.chunk(4, dim=-1)
-            i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-            c = f * c + i * torch.tanh(gg)
-            h = o * torch.tanh(c)
+            h, c = _lstm_update(g, c)
             hs.append(h)
             cs.append(c)
             x = h  # the next layer's input
