@@ -207,15 +207,15 @@ def _cell_step(core):
         cell = torch.rnn_tanh_cell if core.nonlinearity == "tanh" else torch.rnn_relu_cell
 
     def step(x, s):
+        # split, not slices: its backward is one cat, each slice's a zero-filled copy of s
+        parts = s.split(H, dim=1)  # h of every layer, then (an LSTM) C of every layer
         hs, cs = [], []
         for layer in range(L):
-            h = s[:, layer * H:(layer + 1) * H]
             if lstm:
-                c = s[:, (L + layer) * H:(L + layer + 1) * H]
-                h, c = cell(x, (h, c), *weights[layer])
+                h, c = cell(x, (parts[layer], parts[L + layer]), *weights[layer])
                 cs.append(c)
             else:
-                h = cell(x, h, *weights[layer])
+                h = cell(x, parts[layer], *weights[layer])
             hs.append(h)
             x = h  # the next layer's input
         return torch.cat(hs + cs, dim=1)
@@ -315,7 +315,7 @@ def decay_norms(step, s0, window):
             x_j = window[..., j, :].repeat_interleave(S, dim=-2)
             (G,) = torch.autograd.grad(step(x_j, s_prev), s_prev, G)
             # G = ∂s_T/∂s_{T-k}, stacked per sequence: Frobenius norm, mean over sequences
-            norms.append(G.reshape(*lead, n, S, S).square().sum((-2, -1)).sqrt().mean(-1))
+            norms.append(torch.linalg.vector_norm(G.reshape(*lead, n, S * S), dim=-1).mean(-1))
     return torch.stack(norms, dim=-1)
 
 

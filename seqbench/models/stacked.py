@@ -667,10 +667,10 @@ def _members_cell_step(cores):
     bias = [(a + b).unsqueeze(1) for a, b in zip(stacked("bias_ih"), stacked("bias_hh"))]
 
     def step(x, s):
+        parts = s.split(H, dim=-1)  # split, not slices (see recurrent._cell_step)
         hs, cs = [], []
         for layer in range(L):
-            h = s[..., layer * H:(layer + 1) * H]
-            c = s[..., (L + layer) * H:(L + layer + 1) * H]
+            h, c = parts[layer], parts[L + layer]
             g = torch.baddbmm(torch.baddbmm(bias[layer], x, w_ih[layer]), h, w_hh[layer])
             h, c = _lstm_update(g, c)
             hs.append(h)
