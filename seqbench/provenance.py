@@ -59,7 +59,6 @@ def device_name(device: str | None) -> str:
     return f"cpu ({cpu_name()})"
 
 
-@functools.cache
 def threads() -> int | None:
     """torch's intra-op threads in this process (the worker's ``--threads``), else the
     OpenMP setting; None when neither says. Float sums in torch and BLAS split by threads,
@@ -71,9 +70,9 @@ def threads() -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def provenance() -> dict:
-    """Versions of Python and the key packages, git commit, host, and the threads the job
-    ran with."""
+@functools.cache
+def _fixed() -> dict:
+    """What does not change within a process: versions, commit, host, platform, CPU."""
     return {
         "python": platform.python_version(),
         **{name: _version(name) for name in PACKAGES},
@@ -81,5 +80,10 @@ def provenance() -> dict:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu": cpu_name(),
-        "threads": threads(),
     }
+
+
+def provenance() -> dict:
+    """Versions of Python and the key packages, git commit, host, and the threads the job
+    ran with (a new dict each call: callers add to it)."""
+    return {**_fixed(), "threads": threads()}

@@ -145,15 +145,19 @@ class Registry:
         params = {k: plain(v) for k, v in (params or {}).items()}
         check_params(self.kind, name, cls, params, where)
         obj = cls(**params)
-        # the object's own check of its value ranges (a task's ``check``, a model's
-        # ``_check_params``), so a bad value is an error here and not at fit or sampling
-        own = getattr(obj, "check" if self.kind == "task" else "_check_params", None)
-        if callable(own):
-            try:
-                own()
-            except SeqbenchError as exc:
-                raise SeqbenchError(f"{where + ', ' if where else ''}{exc}") from None
+        try:  # a bad value is an error here, not at fit or sampling
+            check_ranges(self.kind, obj)
+        except SeqbenchError as exc:
+            raise SeqbenchError(f"{where + ', ' if where else ''}{exc}") from None
         return obj
+
+
+def check_ranges(kind: str, obj: Any) -> None:
+    """The object's own check of its value ranges, where it has one: a task's ``check``,
+    a model's ``_check_params`` (a :class:`SeqbenchError` naming what is expected)."""
+    own = getattr(obj, "check" if kind == "task" else "_check_params", None)
+    if callable(own):
+        own()
 
 
 models = Registry("model", "seqbench.models")

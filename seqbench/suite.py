@@ -205,10 +205,7 @@ def _expand(
         registry.check_params(kind, name, cls, combo, where=f"suite {path}")
         # the task or model validates its own value ranges now, not at run time
         try:
-            if kind == "task":
-                cls(**combo).check()
-            elif hasattr(cls, "_check_params"):
-                cls(**combo)._check_params()
+            registry.check_ranges(kind, cls(**combo))
         except SeqbenchError as exc:
             raise SeqbenchError(f"suite {path}, {where}: {exc}") from None
     return grid, tuple(swept)
@@ -322,11 +319,11 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     for i, m in enumerate(models):
         cls = registry.models.get(m.name)
         own = {k: v for k, v in budget.items() if k in registry.param_defaults(cls)}
-        if not own or not hasattr(cls, "_check_params"):
+        if not own:
             continue
         for combo in m.grid:
             try:
-                cls(**{**own, **combo})._check_params()
+                registry.check_ranges("model", cls(**{**own, **combo}))
             except SeqbenchError as exc:
                 raise SeqbenchError(f"suite {path}, [budget] applied to [[model]] #{i + 1} "
                                     f"({m.name!r}): {exc}") from None

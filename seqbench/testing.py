@@ -231,6 +231,18 @@ def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
             else np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True))
 
 
+def _predicts_as_plain(model, variant: SeqData, data: SeqData, shape: str,
+                       problem: str) -> None:
+    """Fit on ``variant`` (``data`` written another way) and predict its X; for models
+    tagged deterministic, the predictions must be those of a fit on ``data`` (else
+    ``problem`` is the failure), and the others must fit."""
+    got = _seeded(model).fit(variant, variant, shape=shape).predict(variant.X)
+    if model.tags()["deterministic"]:
+        want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
+        if not _same_predictions(got, want):
+            raise _fail(model, problem)
+
+
 def check_unscored_targets_ignored(model) -> None:
     """Targets at unscored positions may hold anything (``SeqData`` checks Y only where
     the mask is set): class ids out of range, or NaN for real targets, there change
@@ -243,12 +255,8 @@ def check_unscored_targets_ignored(model) -> None:
         Y[~data.mask] = data.target_size + 5 if tk == "classes" else np.nan
         noisy = SeqData(data.X, Y, data.mask, input_size=data.input_size,
                         target_size=data.target_size)
-        got = _seeded(model).fit(noisy, noisy, shape=shape).predict(data.X)
-        if model.tags()["deterministic"]:
-            want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
-            if not _same_predictions(got, want):
-                raise _fail(model, f"values of unscored targets changed the predictions "
-                            f"({ik}->{tk} {shape})")
+        _predicts_as_plain(model, noisy, data, shape, "values of unscored targets changed "
+                           f"the predictions ({ik}->{tk} {shape})")
 
 
 def check_token_dtypes(model) -> None:
@@ -261,12 +269,8 @@ def check_token_dtypes(model) -> None:
     data = make_data(ik, tk, shape, forecasting=fc)
     small = SeqData(data.X.astype(np.uint8), data.Y, data.mask, input_size=data.input_size,
                     target_size=data.target_size, forecasting=data.forecasting)
-    got = _seeded(model).fit(small, small, shape=shape).predict(small.X)
-    if model.tags()["deterministic"]:
-        want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
-        if not _same_predictions(got, want):
-            raise _fail(model, f"uint8 token ids predict differently from int64 ones "
-                        f"({ik}->{tk} {shape})")
+    _predicts_as_plain(model, small, data, shape, "uint8 token ids predict differently from "
+                       f"int64 ones ({ik}->{tk} {shape})")
 
 
 CHECKS: tuple[Callable, ...] = (
@@ -394,11 +398,10 @@ def dataset_copies(model: str, params: dict | None = None, *, n: int = 5000, T: 
     BLAS/OpenMP/torch thread: build :func:`copies_data` (n, T, D, ``targets``, ``inputs``),
     fit and predict once on a 16-sequence split of the same T and D (libraries loaded,
     caches warmed), then fit ``make_model(model, **params)`` on the split and predict its
-    X, each inside a
-    :class:`~seqbench.runner.PeakMemory` block (the kernel's high-water mark, reset at the
-    start). Growth = peak RSS in the block minus RSS just before it, taken after garbage
-    collection and glibc's ``malloc_trim`` (so freed memory still resident cannot be
-    reused unseen). Returns
+    X, each inside a :class:`~seqbench.runner.PeakMemory` block (the kernel's high-water
+    mark, reset at the start). Growth = peak RSS in the block minus RSS just before it,
+    taken after garbage collection and glibc's ``malloc_trim`` (so freed memory still
+    resident cannot be reused unseen). Returns
     ``{"split_bytes", "fit_growth", "predict_growth", "output_bytes", "fit_copies",
     "predict_copies", "seconds"}`` (bytes; copies = growth / split_bytes; the prediction's
     own output, ``output_bytes``, is part of the predict growth). Raises ``RuntimeError``

@@ -348,10 +348,11 @@ class HiddenMarkov(SeqModel):
             n_states = min(n_states, len(flat))
         best, best_ll, lls, last_err = None, -np.inf, [], None
         for r in range(self.n_init):
-            model = self._new_hmm(n_states, restart_seed(seed, r))
+            r_seed = restart_seed(seed, r)
+            model = self._new_hmm(n_states, r_seed)
             try:
                 with _quiet_hmmlearn(), np.errstate(divide="ignore", invalid="ignore"):
-                    self._start(model, flat, restart_seed(seed, r))
+                    self._start(model, flat, r_seed)
                     model.fit(flat, lengths)
                     ll = float(model.score(flat, lengths))
             except (ValueError, np.linalg.LinAlgError) as exc:  # a degenerate restart

@@ -254,14 +254,19 @@ def gradient_decay(net, X: np.ndarray, mask: np.ndarray, *, max_k: int = 100,
     return {"k": list(range(1, K + 1)), "norm": [float(v) for v in values]}
 
 
+def state_size(core) -> int:
+    """S, the size of the whole recurrent state of a torch ``nn.LSTM``/``GRU``/``RNN``
+    core: h of every layer, and an LSTM's C too (the layout of :func:`_state_vector`)."""
+    import torch
+
+    return core.num_layers * core.hidden_size * (2 if isinstance(core, torch.nn.LSTM) else 1)
+
+
 def decay_plan(net, mask: np.ndarray, max_k: int, n_sequences: int,
                max_rows: int) -> tuple[np.ndarray, np.ndarray, int]:
     """The sequences :func:`gradient_decay` uses and its K: (row indices, each row's last
     scored step t_end, K); K < 1 when there is nothing to measure."""
-    import torch
-
-    core = net.core
-    S = core.num_layers * core.hidden_size * (2 if isinstance(core, torch.nn.LSTM) else 1)
+    S = state_size(net.core)
     has_scored = np.flatnonzero(mask.any(axis=1))
     n = min(n_sequences, max(1, max_rows // S), len(has_scored))
     rows = has_scored[:n]
@@ -278,7 +283,7 @@ def decay_start(net, X: np.ndarray, rows: np.ndarray, ends: np.ndarray, K: int):
     L, H = core.num_layers, core.hidden_size
     device = next(net.parameters()).device
     n = len(rows)
-    S = L * H * (2 if isinstance(core, torch.nn.LSTM) else 1)
+    S = state_size(core)
     with torch.no_grad():
         e = net.inp(net_input(torch.as_tensor(X[rows], device=device)))  # (n, T, E)
         starts = ends - K  # s_{T-K} is the state after inputs 0..t_end-K

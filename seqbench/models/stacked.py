@@ -73,6 +73,7 @@ from .recurrent import (
     decay_start,
     net_input,
     resolve_device,
+    state_size,
 )
 
 #: The parameters in which the members of one stack may differ (each member trains with
@@ -237,6 +238,8 @@ class MemberSplits:
         from .recurrent import _fill
 
         self.M, self.N, self.T = len(datas), *datas[0].X.shape[:2]
+        # every member's split scores exactly the last step of each row (many-to-one)
+        self.many_to_one = all(_many_to_one(d.mask) for d in datas)
         self.real = datas[0].input_kind == "real"
         self.classes = datas[0].target_kind == "classes"
         self.parts = None
@@ -490,14 +493,13 @@ def _fit_stacked(models, datas, valids, device, cuda_graph, warmup) -> list[Any]
     idx = torch.zeros(M, B, dtype=torch.long, device=device)  # the batch rows (static)
     # each member's clipping threshold; inf (min(1, inf) = 1) where it has none
     clips = [float("inf") if m.clip_norm is None else float(m.clip_norm) for m in models]
-    # every member's training split many-to-one: the head and loss at the last step only
-    last_only = all(_many_to_one(d.mask) for d in datas)
     clip = None if all(c == float("inf") for c in clips) else torch.tensor(clips, device=device)
 
     def train_step() -> None:
         """One step of every member from the rows in ``idx``; no host sync."""
         with autocast():
-            loss, _ = stacked.member_losses(*splits.rows(idx), classes, last_only)
+            # many-to-one training splits: the head and loss at the last step only
+            loss, _ = stacked.member_losses(*splits.rows(idx), classes, splits.many_to_one)
         loss.sum().backward()  # member m's parameters get member m's gradient only
         if clip is not None:
             # per-member norm over that member's parameters: ||g_m|| = sqrt(Σ_p ||g_{p,m}||²)
@@ -701,9 +703,7 @@ def member_gradient_decay(nets, Xs: list, masks: list, *, max_k: int, n_sequence
             out[m] = {"k": [], "norm": []}
         else:
             groups.setdefault((K, len(rows)), []).append(m)
-    core = nets[0].core
-    H, L = core.hidden_size, core.num_layers
-    S = 2 * L * H
+    S, H = state_size(nets[0].core), nets[0].core.hidden_size
     for (K, n), members in groups.items():
         per_net = n * S * max(S, 4 * H)  # the largest tensor of a step, per network
         size = max(1, DECAY_FLOATS // per_net)
@@ -739,8 +739,7 @@ def member_gradients(models: list[LSTMModel], datas: list[SeqData]) -> list[dict
     B = min(proto.batch_size, N)
     idx = torch.stack([torch.randperm(N, generator=torch.Generator().manual_seed(
         seed_of(m.random_state)))[:B] for m in models]).to(device)
-    last_only = all(_many_to_one(d.mask) for d in datas)
-    loss, _ = stacked.member_losses(*splits.rows(idx), splits.classes, last_only)
+    loss, _ = stacked.member_losses(*splits.rows(idx), splits.classes, splits.many_to_one)
     loss.sum().backward()
     return [{"loss": float(loss[m].detach()), **stacked.member_state(m, grad=True)}
             for m in range(len(models))]
