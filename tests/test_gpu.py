@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_stacked import SEEDS, check_first_gradients
+from test_stacked import SEEDS, check_first_gradients, stacked_losses
 from test_stacked import _data as _stack_data
 from test_stacked import _params as _stack_params
 
 from seqbench.data import SeqData
 from seqbench.models.recurrent import LSTMModel
-from seqbench.models.stacked import fit_stacked
+from seqbench.models.stacked import fit_stacked, fused_cell
 
 pytestmark = [
     pytest.mark.gpu,
@@ -109,6 +109,29 @@ def test_stacked_first_gradients_on_cuda_equal_single_models(kind, seed, exact_f
     equal the same model's alone (LSTMModel's own cuDNN code), to float32 rounding."""
     check_first_gradients(_stack_params(num_layers=2, device="cuda"),
                           [_stack_data(seed + s, kind) for s in SEEDS])
+
+
+def test_fused_lstm_cell_kernels_are_found_on_cuda():
+    """Stacked training's recurrence runs torch's fused LSTM cell kernels on CUDA (one
+    launch per step each way): the probe found them and they agree with the formulas."""
+    assert fused_cell(torch.device("cuda")), "the stacked recurrence fell back to the formulas"
+
+
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+@pytest.mark.parametrize("last", [False, True])
+def test_stacked_backward_by_hand_on_cuda_equals_autograd(kind, last, monkeypatch,
+                                                            exact_fp32):
+    """On CUDA the written-out backward runs the fused kernels: the same losses and
+    gradients as autograd through the step-by-step equations, to float32 rounding."""
+    args = (kind, 2, 9, last)
+    want_loss, want = stacked_losses(*args, "autograd", monkeypatch, device="cuda",
+                                     dtype=torch.float32)
+    got_loss, got = stacked_losses(*args, "hand", monkeypatch, device="cuda",
+                                   dtype=torch.float32)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-5, atol=1e-7)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6,
+                                   msg=f"gradient of {key}")
 
 
 @pytest.mark.parametrize("graph", [False, True])

@@ -26,7 +26,7 @@ def _data(seed: int, kind: str, N: int = 48, T: int = 9, V: int = 6, D: int = 2,
     kind, _, last = kind.partition("-")
     mask = np.zeros((N, T), dtype=bool)
     mask[:, -1] = True
-    if not last:
+    if not last and T > 4:
         mask[:, 3] = r.random(N) < 0.5  # a varying number of scored positions per batch
     if kind == "tokens":
         X = r.integers(0, V, size=(N, T))
@@ -325,10 +325,14 @@ def _backward_bytes(T: int, M: int = 2, B: int = 8, H: int = 4) -> int:
     return sum(max(0, e.self_cpu_memory_usage) for e in prof.key_averages())
 
 
-def test_stacked_backward_memory_grows_linearly_with_length():
+@pytest.mark.parametrize("recurrence", ["autograd", "hand"])
+def test_stacked_backward_memory_grows_linearly_with_length(recurrence, monkeypatch):
     """Backpropagation through time does O(T) work: the bytes the backward pass allocates
     double when T doubles. (Indexing the gate inputs step by step once made every step's
     backward a zero-filled gradient of the whole sequence's gates: 3.8x per doubling.)"""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", recurrence)
     small, large = _backward_bytes(60), _backward_bytes(120)
     assert small > 0
     assert large / small < 2.5, f"T 60 -> 120: backward bytes x{large / small:.2f}"
@@ -360,3 +364,66 @@ def test_member_gradient_decay_equals_one_network_at_a_time(num_layers, chunked,
         assert g["k"] == want["k"]
         assert g["norm"] == pytest.approx(want["norm"], rel=1e-5, abs=0)
     assert [len(g["k"]) for g in got] == [11, 3, 0, 11, 11]
+
+
+def stacked_losses(kind: str, num_layers: int, T: int, last: bool, recurrence: str,
+                   monkeypatch, M: int = 3, B: int = 5, device: str = "cpu",
+                   dtype=torch.float64):
+    """Member losses and gradients of one stacked batch (in float64 unless ``dtype``), the
+    recurrence run as ``recurrence`` says (:data:`seqbench.models.stacked.RECURRENCE`)."""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", recurrence)
+    datas = [_data(s, kind + ("-last" if last else ""), N=B, T=T) for s in range(M)]
+    nets = [LSTMModel(hidden_size=4, num_layers=num_layers, random_state=s)
+            ._initial_net(d, torch.device(device)) for s, d in enumerate(datas)]
+    module = st._stacked_module()(nets).to(dtype)
+    splits = MemberSplits(datas, torch.device(device), stacked=True)
+    x, y, mk = splits.rows(torch.arange(B, device=device).repeat(M, 1))
+    x = x.to(dtype) if kind == "real" else x
+    y = y if kind == "tokens" else y.to(dtype)
+    loss, _ = module.member_losses(x, y, mk, kind == "tokens", last)
+    loss.sum().backward()
+    with torch.no_grad():  # the evaluation path: no graph, nothing saved
+        unrecorded, _ = module.member_losses(x, y, mk, kind == "tokens", last)
+    torch.testing.assert_close(unrecorded, loss.detach(), rtol=1e-12, atol=1e-7)
+    return loss.detach(), {k: p.grad for k, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["tokens", "real"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("T", [1, 2, 9])
+@pytest.mark.parametrize("last", [False, True])
+def test_backward_by_hand_equals_autograd(kind, num_layers, T, last, monkeypatch):
+    """The stacked recurrence with its backward written out (the formulas of torch's fused
+    CUDA cell, and W_hh's gradient as one product over all steps) against autograd through
+    the lecture's step-by-step equations, in float64: the same losses and gradients of
+    every parameter. A wrong sign, gate or time shift in the hand backward fails it."""
+    want_loss, want = stacked_losses(kind, num_layers, T, last, "autograd", monkeypatch)
+    got_loss, got = stacked_losses(kind, num_layers, T, last, "hand", monkeypatch)
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-12, atol=0)
+    assert set(got) == set(want)
+    if T > 1:  # W_hh's gradient sums over the steps: it must be there to be checked
+        assert want["weight_hh_l0"].abs().max() > 1e-6
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12,
+                                   msg=f"gradient of {key}")
+
+
+@pytest.mark.parametrize("kind", ["tokens-last", "real"])
+def test_first_gradients_equal_single_models_with_backward_by_hand(kind, seed, monkeypatch):
+    """The hand-written backward (what CUDA runs) against LSTMModel trained alone."""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", "hand")
+    check_first_gradients(_params(num_layers=2), [_data(seed + s, kind) for s in SEEDS])
+
+
+def test_fused_cell_is_cuda_only_and_recurrence_mode_is_checked(monkeypatch):
+    from seqbench.models import stacked as st
+
+    assert st.fused_cell("cpu") is False  # no CPU kernel: the formulas run there
+    monkeypatch.setattr(st, "RECURRENCE", "fast")
+    with pytest.raises(SeqbenchError, match="expected 'auto', 'hand' or 'autograd'"):
+        member_gradients([LSTMModel(random_state=s, **_params()) for s in (0, 1)],
+                         [_data(s, "real") for s in (0, 1)])

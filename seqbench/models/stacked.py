@@ -5,10 +5,14 @@ not arithmetic. Stacking turns M such jobs (the seeds of one configuration, or
 configurations of one shape that differ in the parameters of :data:`PER_MEMBER`: seed,
 learning rate, weight decay, clipping threshold, patience, step budget, forget-gate
 bias) into one job whose weights carry a leading model dimension M, advanced step by
-step with batched matrix products (``torch.baddbmm``), so each kernel does M models'
-work. On CUDA the whole train step (forward, backward, per-member clipping, the
-optimiser) is captured once in a CUDA graph and replayed, so a step costs a handful of
-launches whatever T is.
+step with batched matrix products (``torch.bmm``), so each kernel does M models' work.
+On CUDA the whole train step (forward, backward, per-member clipping, the optimiser) is
+captured once in a CUDA graph and replayed, so a step costs one graph launch whatever T
+is; inside it, each time step of a layer is two kernels forward (the recurrent product,
+then torch's fused LSTM cell, what ``nn.LSTMCell`` runs on CUDA) and two backward (the
+fused cell's backward, then dL/dh_{t-1}), and W_hh's gradient is one product over all
+steps (:data:`RECURRENCE`). On the CPU, where torch has no fused cell, autograd
+differentiates the step-by-step loop.
 
 Equivalence with training alone. Member m computes what ``LSTMModel`` with the same
 parameters (its own ``random_state``, ``lr``, ...) computes when fitted alone on its own
@@ -93,11 +97,205 @@ def _lstm_update(g, c):
     return o * torch.tanh(c), c  # h_t = o_t * tanh(C_t)
 
 
+#: how the stacked module runs each layer's recurrence: ``"hand"``, :func:`_recurrence`
+#: with its backward written out (per step one fused pointwise kernel each way where
+#: :func:`fused_cell` finds them, and W_hh's gradient as one product over all steps);
+#: ``"autograd"``, :func:`_autograd_recurrence`; ``"auto"`` (the default), "hand" where the
+#: fused kernels run (float32 on CUDA), else "autograd" (on the CPU, with no fused kernel,
+#: the written-out backward measures slower). Under bf16 autocast always "autograd".
+RECURRENCE = "auto"
+
+_FUSED_CELL: dict[str, bool] = {}
+
+
+def fused_cell(device) -> bool:
+    """Whether the stacked recurrence uses torch's fused LSTM cell kernels
+    (``aten::_thnn_fused_lstm_cell`` and its backward, what ``nn.LSTMCell`` runs on CUDA)
+    on ``device``: probed once per device, on a few rows of random gates against
+    :func:`_pointwise`'s and :func:`_pointwise_back`'s formulas written in torch
+    operations (to float32 rounding, forward and backward). They are private operators,
+    with a CUDA kernel only: on the CPU, or where the probe raises or disagrees, False."""
+    import torch
+
+    key = str(device)
+    if key not in _FUSED_CELL:
+        ok = False
+        if torch.device(device).type == "cuda":
+            gen = torch.Generator().manual_seed(0)  # the global random state is untouched
+            gx, hg = torch.randn(2, 6, 12, generator=gen).to(device)
+            c, dh, dc = torch.randn(3, 6, 3, generator=gen).to(device)
+            try:
+                got, want = [], []
+                for fused, out in ((True, got), (False, want)):
+                    h, c_t, saved = _pointwise(gx, hg, c, fused)
+                    out += [h, c_t, *_pointwise_back(dh, dc, c, c_t, saved, fused),
+                            *_pointwise_back(dh, None, c, c_t, saved, fused)]
+                ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
+            except RuntimeError:  # no such operator, or no kernel for this device
+                ok = False
+        _FUSED_CELL[key] = ok
+    return _FUSED_CELL[key]
+
+
+def _pointwise(gx_t, hg, c, fused: bool):
+    """One LSTM step's pointwise part on rows (R, ·): gates ``gx_t + hg`` (R, 4H) and
+    C_{t-1} ``c`` (R, H) -> (h_t, C_t, saved), ``saved`` a tuple of what
+    :func:`_pointwise_back` needs. ``fused``: torch's CUDA kernel behind ``nn.LSTMCell``
+    (one launch; it saves the activated gates); otherwise the same formulas in torch
+    operations (any device and dtype)."""
+    import torch
+
+    if fused:
+        h, c, gates = torch.ops.aten._thnn_fused_lstm_cell(gx_t, hg, c)
+        return h, c, (gates,)
+    i, f, gg, o = (gx_t + hg).chunk(4, dim=-1)
+    i, f, o, gg = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(gg)
+    c = f * c + i * gg  # C_t = f_t * C_{t-1} + i_t * C~_t
+    tc = torch.tanh(c)
+    return o * tc, c, (i, f, gg, o, tc)  # h_t = o_t * tanh(C_t)
+
+
+def _pointwise_back(dh, dc, c_prev, c, saved, fused: bool):
+    """The vector-Jacobian product of :func:`_pointwise`: from dL/dh_t ``dh`` and dL/dC_t
+    ``dc`` (None: 0) to (dL/d gates (R, 4H), dL/dC_{t-1}), the gates' gradients taken
+    before their activations: dC = dh·o·(1 - tanh²C_t) + dc; d i = dC·C~·i(1-i);
+    d f = dC·C_{t-1}·f(1-f); d C~ = dC·i·(1-C~²); d o = dh·tanh(C_t)·o(1-o);
+    dC_{t-1} = dC·f."""
+    import torch
+
+    if fused:
+        d_gates, d_c, _ = torch.ops.aten._thnn_fused_lstm_cell_backward_impl(
+            dh, dc, c_prev, c, saved[0], False)
+        return d_gates, d_c
+    i, f, gg, o, tc = saved
+    d_cell = dh * o * (1 - tc * tc)
+    if dc is not None:
+        d_cell = d_cell + dc
+    d_i = d_cell * gg * i * (1 - i)
+    d_f = d_cell * c_prev * f * (1 - f)
+    d_g = d_cell * i * (1 - gg * gg)
+    d_o = dh * tc * o * (1 - o)
+    return torch.cat([d_i, d_f, d_g, d_o], dim=-1), d_cell * f
+
+
+def _fuses(gx, w_hh) -> bool:
+    """Whether :func:`_recurrence` runs its steps through the fused kernels: float32 on a
+    device where :func:`fused_cell` found them."""
+    import torch
+
+    return gx.dtype == w_hh.dtype == torch.float32 and gx.is_cuda and fused_cell(gx.device)
+
+
+def _recurrence(gx, w_hh, keep: bool, save: bool):
+    """The LSTM recurrence of M stacked layers: ``gx`` (M, B, T, 4H) the input part of
+    every gate (W_ih x_t + b_ih + b_hh), ``w_hh`` (M, 4H, H). Returns the hidden states
+    (M, B, T, H) (with ``keep``; else h_T alone, (M, B, 1, H)) and, with ``save``, what
+    the backward of :func:`_recurrence_function` needs: h of every step (M, B, T, H), the
+    list of C_{-1}..C_{T-1} (each (M·B, H)) and that of each step's :func:`_pointwise`
+    saves (lists: stacking them would copy them)."""
+    import torch
+
+    M, B, T, G = gx.shape
+    H = G // 4
+    fused = _fuses(gx, w_hh)
+    w_t = w_hh.transpose(1, 2)  # (M, H, 4H)
+    steps = gx.unbind(2)  # T views (M, B, 4H); each reshapes to (M·B, 4H) without a copy
+    h = gx.new_zeros(M, B, H)
+    c = gx.new_zeros(M * B, H)
+    hs, cs, saves = [], [c], []
+    for t in range(T):
+        hg = torch.bmm(h, w_t).view(M * B, G)  # W_hh h_{t-1}
+        h, c, saved = _pointwise(steps[t].reshape(M * B, G), hg, c, fused)
+        h = h.view(M, B, H)
+        if keep or save:
+            hs.append(h)
+        if save:
+            cs.append(c)
+            saves.append(saved)
+    if not (keep or save):
+        return h.unsqueeze(2), None
+    Hs = torch.stack(hs, dim=2)  # (M, B, T, H)
+    return (Hs if keep else h.unsqueeze(2)), ((Hs, cs, saves) if save else None)
+
+
+def _autograd_recurrence(gx, w_hh, keep: bool):
+    """:func:`_recurrence`'s hidden states, left to autograd to differentiate step by
+    step: the default on the CPU, and under bf16 autocast, whose casts it follows (the
+    fused kernels want one dtype throughout)."""
+    import torch
+
+    M, B, T, G = gx.shape
+    # unbound once into T views: indexing gx[:, :, t] inside the loop would make each
+    # step's backward a zero-filled gradient of the whole of gx (O(T²) memory traffic);
+    # unbind's backward is one stack
+    steps = gx.unbind(2)
+    w_t = w_hh.transpose(1, 2)  # (M, H, 4H)
+    h = gx.new_zeros(M, B, G // 4)
+    c = gx.new_zeros(M, B, G // 4)
+    outs = []
+    for t in range(T):
+        h, c = _lstm_update(torch.baddbmm(steps[t], h, w_t), c)  # + W_hh h_{t-1}
+        if keep:
+            outs.append(h)
+    return torch.stack(outs, dim=2) if keep else h.unsqueeze(2)
+
+
+def _recurrence_function():
+    """The autograd Function of :func:`_recurrence` (defined lazily: torch is imported
+    only when used).
+
+    Its backward is backpropagation through time by hand: per step one pointwise
+    vector-Jacobian product (one kernel on CUDA) and one batched product for dL/dh_{t-1};
+    dL/dW_hh is one batched product over all steps at the end, Σ_t dgates_tᵀ h_{t-1}.
+    Autograd through the step-by-step loop launches some twenty kernels per step and
+    accumulates dW_hh step by step."""
+    import torch
+
+    class Recurrence(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, gx, w_hh, keep):
+            out, (Hs, cs, saves) = _recurrence(gx, w_hh, keep, save=True)
+            ctx.keep = keep
+            ctx.fused = _fuses(gx, w_hh)
+            ctx.save_for_backward(w_hh, Hs)
+            # intermediates, none of them an input or output: held by ctx itself
+            ctx.cs, ctx.saves = cs, saves
+            return out
+
+        @staticmethod
+        def backward(ctx, d_out):
+            w_hh, Hs = ctx.saved_tensors
+            Cs, saves = ctx.cs, ctx.saves
+            M, B, T, H = Hs.shape
+            dh = None  # dL/dh_t from step t+1
+            dc = None
+            d_gates = [None] * T
+            for t in reversed(range(T)):
+                if ctx.keep:
+                    dh = d_out[:, :, t] if dh is None else dh + d_out[:, :, t]
+                elif t == T - 1:
+                    dh = d_out[:, :, 0]
+                dg, dc = _pointwise_back(dh.reshape(M * B, H), dc, Cs[t], Cs[t + 1],
+                                         saves[t], ctx.fused)
+                d_gates[t] = dg = dg.view(M, B, 4 * H)
+                if t:
+                    dh = torch.bmm(dg, w_hh)  # dL/dh_{t-1} through W_hh h_{t-1}
+            DG = torch.stack(d_gates, dim=2)  # (M, B, T, 4H): dL/d gx
+            # dL/dW_hh = Σ_t dgates_tᵀ h_{t-1}, h_{-1} = 0: one product over all steps
+            d_w = torch.bmm(DG[:, :, 1:].reshape(M, B * (T - 1), 4 * H).transpose(1, 2),
+                            Hs[:, :, :-1].reshape(M, B * (T - 1), H))
+            return DG, d_w, None
+
+    return Recurrence
+
+
 def _stacked_module():
     """The torch module class (defined lazily: torch is imported only when used)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
+
+    Recurrence = _recurrence_function()
 
     class StackedLSTM(nn.Module):
         """M :class:`~seqbench.models.torchnet.RecurrentNet` LSTMs stacked along a leading
@@ -171,22 +369,25 @@ def _stacked_module():
                 w_hh = getattr(self, f"weight_hh_l{layer}")  # (M, 4H, H)
                 b = getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
                 # the input part of every gate at every step at once: W_ih x_t + b_ih + b_hh
-                # unbound once into T views: indexing gx[:, :, t] inside the loop would
-                # make each step's backward a zero-filled gradient of the whole of gx
-                # (O(T²) memory traffic); unbind's backward is one stack
                 gx = torch.baddbmm(b.unsqueeze(1), z.reshape(M, B * T, -1),
-                                   w_ih.transpose(1, 2)).reshape(M, B, T, 4 * H).unbind(2)
-                w_hh_t = w_hh.transpose(1, 2)  # (M, H, 4H)
-                h = z.new_zeros(M, B, H)
-                c = z.new_zeros(M, B, H)
-                outs = []
-                for t in range(T):
-                    g = torch.baddbmm(gx[t], h, w_hh_t)  # (M, B, 4H): + W_hh h_{t-1}
-                    h, c = _lstm_update(g, c)
-                    if keep:
-                        outs.append(h)
-                z = torch.stack(outs, dim=2) if keep else h.unsqueeze(2)  # (M, B, T or 1, H)
+                                   w_ih.transpose(1, 2)).reshape(M, B, T, 4 * H)
+                if not self._by_hand(gx, w_hh):
+                    z = _autograd_recurrence(gx, w_hh, keep)
+                elif torch.is_grad_enabled() and (gx.requires_grad or w_hh.requires_grad):
+                    z = Recurrence.apply(gx, w_hh, keep)  # (M, B, T or 1, H)
+                else:
+                    z = _recurrence(gx, w_hh, keep, save=False)[0]
             return z
+
+        def _by_hand(self, gx, w_hh) -> bool:
+            """Whether :meth:`hidden` runs :func:`_recurrence` (its backward by hand)
+            rather than :func:`_autograd_recurrence`, by :data:`RECURRENCE`."""
+            if RECURRENCE not in ("auto", "hand", "autograd"):
+                raise SeqbenchError(f"seqbench.models.stacked.RECURRENCE: expected 'auto', "
+                                    f"'hand' or 'autograd', got {RECURRENCE!r}")
+            if torch.is_autocast_enabled(gx.device.type):
+                return False  # bf16: the autograd loop follows autocast's casts
+            return RECURRENCE == "hand" or (RECURRENCE == "auto" and _fuses(gx, w_hh))
 
         def head(self, h):
             """(M, B, T, H) -> (M, B, T, K): y = W_out h + b_out per member."""
