@@ -85,7 +85,13 @@ def test_first_gradients_equal_single_models(kind, num_layers, seed):
 
 
 @pytest.mark.parametrize("kind", ["tokens", "real", "tokens-last", "real-last"])
-def test_training_curves_and_weights_equal_single_models(kind, seed):
+@pytest.mark.parametrize("recurrence", ["auto", "hand"])
+def test_training_curves_and_weights_equal_single_models(kind, recurrence, seed, monkeypatch):
+    """Whole fits, stacked against alone; "hand" runs the written-out backward (what
+    CUDA runs) on the CPU."""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", recurrence)
     params = _params()
     train = [_data(seed + s, kind) for s in SEEDS]
     valid = [_data(seed + 100 + s, kind, N=20) for s in SEEDS]
@@ -128,10 +134,15 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_same_shape_configurations_equal_single_models(optimizer, seed):
+@pytest.mark.parametrize("recurrence", ["auto", "hand"])
+def test_same_shape_configurations_equal_single_models(optimizer, recurrence, seed,
+                                                        monkeypatch):
     """A stack of different configurations of one shape: each member trains as its own
     configuration alone (curves, stopping step, weights), including one that stops on its
     patience and one whose budget (max_epochs) ends first."""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", recurrence)
     base = {"hidden_size": 8, "batch_size": 16, "eval_every": 2, "device": "cpu",
             "optimizer": optimizer}
     models = [LSTMModel(**base, **c) for c in CONFIGS]
