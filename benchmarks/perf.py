@@ -809,6 +809,7 @@ def gpu_slots_rows(device: str, quick: bool, slots: int = 4):
 def gpu_stacked_rows(device: str, quick: bool, sizes=(16, 64)):
     import torch
 
+    from seqbench.models import stacked as st
     from seqbench.models.recurrent import LSTMModel
     from seqbench.models.stacked import fit_stacked
 
@@ -843,10 +844,23 @@ def gpu_stacked_rows(device: str, quick: bool, sizes=(16, 64)):
                   flush=True)
         return timed
 
+    def stacked(M, recurrence="auto"):
+        saved, st.RECURRENCE = st.RECURRENCE, recurrence
+        try:
+            fit_stacked([lstm(s) for s in range(M)], datas[:M])
+        finally:
+            st.RECURRENCE = saved
+
     fns = {"alone": progress(f"{n_alone} jobs one after another", alone)}
     for M in sizes:
-        fns[M] = progress(f"{M} stacked", lambda M=M: fit_stacked([lstm(s) for s in range(M)],
-                                                                   datas[:M]))
+        fns[M] = progress(f"{M} stacked", lambda M=M: stacked(M))
+    # the largest stack again with autograd through the step equations: what the fused
+    # cell kernels and the written-out backward gain (the same where they are not found)
+    big = max(sizes)
+    fns["autograd"] = progress(f"{big} stacked, autograd", lambda: stacked(big, "autograd"))
+    fused = st.fused_cell(torch.device(device))
+    how = ("torch's fused LSTM cell kernels, backward written out" if fused
+           else "autograd through the step equations (no fused cell kernels here)")
     # warm up (cuDNN, cuBLAS, the graph machinery) with short runs, not whole ones
     progress("warm-up", lambda: (lstm(0, 5).fit(datas[0]),
                                  fit_stacked([lstm(s, 5) for s in range(2)], datas[:2],
@@ -864,7 +878,12 @@ def gpu_stacked_rows(device: str, quick: bool, sizes=(16, 64)):
                         f"(data to the device, training, one evaluation; the gradient-decay "
                         f"diagnostic off on both sides): one after another "
                         f"{per_alone:.2f} ms per job-step, stacked {per:.3f} ms per "
-                        f"model-step"))
+                        f"model-step; recurrence: {how}"))
+    per = t["autograd"] / (big * steps) * 1e3
+    rows.append(row(f"gpu-stacked {big} autograd", per_alone / per, "report", None,
+                    f"the same {big} members with autograd through the step equations: "
+                    f"{per:.3f} ms per model-step; the default recurrence runs at "
+                    f"{t['autograd'] / t[big]:.2f}x its speed ({how})"))
     return rows
 
 

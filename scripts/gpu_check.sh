@@ -6,7 +6,8 @@
 #   3. the GPU rows of the perf session (benchmarks/perf.py --gpu): raw cuDNN step
 #      times at the reference settings, seqbench's overhead on the GPU, 16 small
 #      LSTM jobs through 1 GPU slot versus 4, and stacked training of 16 and 64 members
-#      versus the same jobs one after another.
+#      versus the same jobs one after another (and the 64 once more with autograd through
+#      the step equations instead of the fused LSTM cell kernels).
 # Installs nothing from the network: it runs from this checkout with the python3 that
 # holds torch (PYTHON=... to choose another), which must also have what the GPU path
 # imports: numpy, scipy, pandas, scikit-learn, rich, psutil, pytest (pytest-timeout is
@@ -16,7 +17,8 @@
 #
 # About 2.5 minutes on a GPU machine (122 s on an NVIDIA H100 80GB HBM3, 2026-11-26: tests
 # 12 s, perf rows 105 s, of which the overhead row 12 s with 3 repeats; it now takes 7, as
-# it moved by a third between two runs with 3); the time limits below (machine 30 s,
+# it moved by a third between two runs with 3, and the 64-member stack's autograd
+# side adds some 20 s, so about 2.5-3 minutes now); the time limits below (machine 30 s,
 # install 20 s, tests 60 s, perf rows 190 s) add up to 300 s, so a run never takes more
 # than about 5 minutes.
 #
