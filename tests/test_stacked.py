@@ -438,3 +438,57 @@ def test_fused_cell_is_cuda_only_and_recurrence_mode_is_checked(monkeypatch):
     with pytest.raises(SeqbenchError, match="expected 'auto', 'hand' or 'autograd'"):
         member_gradients([LSTMModel(random_state=s, **_params()) for s in (0, 1)],
                          [_data(s, "real") for s in (0, 1)])
+
+
+@pytest.mark.parametrize("limit", [10, 2**31 - 1])
+def test_fused_kernel_inputs_past_32bit_offsets_are_contiguous(limit, monkeypatch):
+    """torch's fused cell kernels choose 32-bit offsets by their workspace's size (one
+    step's gates) alone, so a strided gate input whose offsets pass 2**31 - 1 must reach
+    them contiguous. The limit is lowered here, and the formulas stand in for the CUDA
+    kernels; the gradients stay autograd's either way."""
+    from seqbench.models import stacked as st
+
+    want_loss, want = stacked_losses("real", 1, 6, False, "autograd", monkeypatch)
+    seen = {"gates": [], "dh": []}
+    pointwise, back = st._pointwise, st._pointwise_back
+
+    def fake_pointwise(gx_t, hg, c, fused):
+        assert fused
+        seen["gates"].append(gx_t.is_contiguous())
+        return pointwise(gx_t, hg, c, False)
+
+    def fake_back(dh, dc, c_prev, c, saved, fused):
+        assert fused
+        seen["dh"].append(dh.is_contiguous())
+        return back(dh, dc, c_prev, c, saved, False)
+
+    monkeypatch.setattr(st, "_pointwise", fake_pointwise)
+    monkeypatch.setattr(st, "_pointwise_back", fake_back)
+    monkeypatch.setattr(st, "_fuses", lambda gx, w_hh: True)
+    monkeypatch.setattr(st, "_INDEX32", limit)
+    got_loss, got = stacked_losses("real", 1, 6, False, "hand", monkeypatch)
+    assert all(seen["dh"]) and len(seen["dh"]) == 6
+    if limit == 10:
+        assert all(seen["gates"])
+    else:  # the steps of an ordinary gx are strided views, handed over as they are
+        assert not any(seen["gates"])
+    torch.testing.assert_close(got_loss, want_loss, rtol=1e-12, atol=0)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-9, atol=1e-12)
+
+
+def test_backward_by_hand_runs_once_per_forward(monkeypatch):
+    """The written-out backward frees each step's saves as it goes: a second pass (with
+    retain_graph) is refused with a clear error, not run on freed state."""
+    from seqbench.models import stacked as st
+
+    monkeypatch.setattr(st, "RECURRENCE", "hand")
+    datas = [_data(s, "real", N=4, T=5) for s in range(2)]
+    nets = [LSTMModel(hidden_size=4, random_state=s)._initial_net(d, torch.device("cpu"))
+            for s, d in enumerate(datas)]
+    module = st._stacked_module()(nets)
+    splits = MemberSplits(datas, torch.device("cpu"), stacked=True)
+    loss, _ = module.member_losses(*splits.rows(torch.arange(4).repeat(2, 1)), False)
+    loss.sum().backward(retain_graph=True)
+    with pytest.raises(SeqbenchError, match="runs once per forward pass"):
+        loss.sum().backward()

@@ -107,22 +107,33 @@ RECURRENCE = "auto"
 
 _FUSED_CELL: dict[str, bool] = {}
 
+#: torch's fused cell kernels choose 32-bit index arithmetic by the size of their
+#: workspace (one step's gates) alone, so a strided input whose offsets reach past this
+#: would overflow it: such inputs are made contiguous first
+_INDEX32 = 2**31 - 1
+
 
 def fused_cell(device) -> bool:
     """Whether the stacked recurrence uses torch's fused LSTM cell kernels
     (``aten::_thnn_fused_lstm_cell`` and its backward, what ``nn.LSTMCell`` runs on CUDA)
     on ``device``: probed once per device, on a few rows of random gates against
     :func:`_pointwise`'s and :func:`_pointwise_back`'s formulas written in torch
-    operations (to float32 rounding, forward and backward). They are private operators,
-    with a CUDA kernel only: on the CPU, or where the probe raises or disagrees, False."""
+    operations (to float32 rounding, forward and backward; the gate input strided, as
+    training passes it). They are private operators, with a CUDA kernel only: on the
+    CPU, where the operator or its CUDA kernel is missing, or where it disagrees, False.
+    Any other error (out of memory, a CUDA error) is raised, not cached."""
     import torch
 
     key = str(device)
     if key not in _FUSED_CELL:
         ok = False
         if torch.device(device).type == "cuda":
+            if torch.cuda.is_current_stream_capturing():  # the probe reads its results
+                raise SeqbenchError("fused_cell: probe the device before a CUDA graph "
+                                    "capture, not during one")
             gen = torch.Generator().manual_seed(0)  # the global random state is untouched
-            gx, hg = torch.randn(2, 6, 12, generator=gen).to(device)
+            gx = torch.randn(6, 2, 12, generator=gen).to(device)[:, 1]  # rows 24 apart
+            hg = torch.randn(6, 12, generator=gen).to(device)
             c, dh, dc = torch.randn(3, 6, 3, generator=gen).to(device)
             try:
                 got, want = [], []
@@ -132,7 +143,7 @@ def fused_cell(device) -> bool:
                         out += [h, c_t, *_pointwise_back(dh, dc, c, c_t, saved, fused),
                                 *_pointwise_back(dh, None, c, c_t, saved, fused)]
                 ok = all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want))
-            except (AttributeError, RuntimeError):  # no such operator, or no CUDA kernel
+            except (AttributeError, NotImplementedError):  # no operator, or no CUDA kernel
                 ok = False
         _FUSED_CELL[key] = ok
     return _FUSED_CELL[key]
@@ -199,6 +210,7 @@ def _recurrence(gx, w_hh, keep: bool, save: bool):
     M, B, T, G = gx.shape
     H = G // 4
     fused = _fuses(gx, w_hh)
+    whole = fused and gx.numel() > _INDEX32  # steps strided past 32-bit offsets: copied
     w_t = w_hh.transpose(1, 2)  # (M, H, 4H)
     steps = gx.unbind(2)  # T views (M, B, 4H); each reshapes to (M·B, 4H) without a copy
     h = gx.new_zeros(M, B, H)
@@ -206,7 +218,8 @@ def _recurrence(gx, w_hh, keep: bool, save: bool):
     hs, cs, saves = [], [c], []
     for t in range(T):
         hg = torch.bmm(h, w_t).view(M * B, G)  # W_hh h_{t-1}
-        h, c, saved = _pointwise(steps[t].reshape(M * B, G), hg, c, fused)
+        x_t = steps[t].reshape(M * B, G)
+        h, c, saved = _pointwise(x_t.contiguous() if whole else x_t, hg, c, fused)
         h = h.view(M, B, H)
         if keep or save:
             hs.append(h)
@@ -249,8 +262,11 @@ def _recurrence_function():
     vector-Jacobian product (one kernel on CUDA) and one batched product for dL/dh_{t-1};
     dL/dW_hh is one batched product over all steps at the end, Σ_t dgates_tᵀ h_{t-1}.
     Autograd through the step-by-step loop launches some twenty kernels per step and
-    accumulates dW_hh step by step."""
+    accumulates dW_hh step by step. Each step's saves are freed as the backward pass
+    reaches it, so it runs once per forward pass (no ``retain_graph``) and is not
+    differentiable itself."""
     import torch
+    from torch.autograd.function import once_differentiable
 
     class Recurrence(torch.autograd.Function):
         @staticmethod
@@ -264,27 +280,36 @@ def _recurrence_function():
             return out
 
         @staticmethod
+        @once_differentiable
         def backward(ctx, d_out):
+            if ctx.saves is None:
+                raise SeqbenchError("the stacked recurrence's backward pass runs once per "
+                                    "forward pass (it frees its saves as it goes)")
             w_hh, Hs = ctx.saved_tensors
             Cs, saves = ctx.cs, ctx.saves
+            ctx.cs = ctx.saves = None
             M, B, T, H = Hs.shape
+            DG = Hs.new_empty(M, B, T, 4 * H)  # dL/d gx
             dh = None  # dL/dh_t from step t+1
             dc = None
-            d_gates = [None] * T
             for t in reversed(range(T)):
                 if ctx.keep:
                     dh = d_out[:, :, t] if dh is None else dh + d_out[:, :, t]
                 elif t == T - 1:
                     dh = d_out[:, :, 0]
-                dg, dc = _pointwise_back(dh.reshape(M * B, H), dc, Cs[t], Cs[t + 1],
-                                         saves[t], ctx.fused)
-                d_gates[t] = dg = dg.view(M, B, 4 * H)
+                # contiguous: a strided d_out could reach past the kernel's 32-bit offsets
+                dg, dc = _pointwise_back(dh.reshape(M * B, H).contiguous(), dc, Cs[t],
+                                         Cs[t + 1], saves[t], ctx.fused)
+                Cs[t + 1] = saves[t] = None  # step t's saves are spent
+                dg = dg.view(M, B, 4 * H)
+                DG[:, :, t] = dg
                 if t:
                     dh = torch.bmm(dg, w_hh)  # dL/dh_{t-1} through W_hh h_{t-1}
-            DG = torch.stack(d_gates, dim=2)  # (M, B, T, 4H): dL/d gx
-            # dL/dW_hh = Σ_t dgates_tᵀ h_{t-1}, h_{-1} = 0: one product over all steps
-            d_w = torch.bmm(DG[:, :, 1:].reshape(M, B * (T - 1), 4 * H).transpose(1, 2),
-                            Hs[:, :, :-1].reshape(M, B * (T - 1), H))
+            # dL/dW_hh = Σ_t dgates_tᵀ h_{t-1}, h_{-1} = 0: one product over all steps,
+            # the h's shifted one step (an H-sized copy; DG, 4H wide, is not copied)
+            h_prev = torch.cat([Hs.new_zeros(M, B, 1, H), Hs[:, :, :-1]], dim=2)
+            d_w = torch.bmm(DG.view(M, B * T, 4 * H).transpose(1, 2),
+                            h_prev.view(M, B * T, H))
             return DG, d_w, None
 
     return Recurrence
