@@ -289,7 +289,7 @@ def _recurrence_function():
             Cs, saves = ctx.cs, ctx.saves
             ctx.cs = ctx.saves = None
             M, B, T, H = Hs.shape
-            DG = Hs.new_empty(M, B, T, 4 * H)  # dL/d gx
+            d_gates = [None] * T
             dh = None  # dL/dh_t from step t+1
             dc = None
             for t in reversed(range(T)):
@@ -301,10 +301,13 @@ def _recurrence_function():
                 dg, dc = _pointwise_back(dh.reshape(M * B, H).contiguous(), dc, Cs[t],
                                          Cs[t + 1], saves[t], ctx.fused)
                 Cs[t + 1] = saves[t] = None  # step t's saves are spent
-                dg = dg.view(M, B, 4 * H)
-                DG[:, :, t] = dg
+                d_gates[t] = dg = dg.view(M, B, 4 * H)
                 if t:
                     dh = torch.bmm(dg, w_hh)  # dL/dh_{t-1} through W_hh h_{t-1}
+            # dL/d gx in one kernel (written step by step into one tensor, it would be
+            # one copy kernel per step); the spent saves, as large, are freed by now
+            DG = torch.stack(d_gates, dim=2)  # (M, B, T, 4H)
+            del d_gates
             # dL/dW_hh = Σ_t dgates_tᵀ h_{t-1}, h_{-1} = 0: one product over all steps,
             # the h's shifted one step (an H-sized copy; DG, 4H wide, is not copied)
             h_prev = torch.cat([Hs.new_zeros(M, B, 1, H), Hs[:, :, :-1]], dim=2)
