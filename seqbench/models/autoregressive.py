@@ -533,6 +533,9 @@ class FeedForward(_DelayTapModel):
     (predictions are mapped back); both scalings are part of the fitted model.
     """
 
+    #: 2: one ``partial_fit`` per run of whole mini-batches (a different Adam schedule)
+    version = 2
+
     def __init__(
         self,
         p: int = 16,

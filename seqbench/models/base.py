@@ -52,9 +52,15 @@ DEFAULT_TAGS: dict[str, Any] = {
 
 
 class SeqModel(BaseEstimator):
-    """Base class of seqbench models (see the module docstring for the contract)."""
+    """Base class of seqbench models (see the module docstring for the contract).
+
+    ``version`` enters the job hash: bump it whenever a change alters what the model
+    computes for the same parameters, data and seed (beyond float rounding), or a rerun
+    would reuse the stored results of the old code (``tests/test_fingerprints.py`` fails
+    until it is bumped)."""
 
     _tags: ClassVar[dict[str, Any]] = {}
+    version: ClassVar[int] = 1
 
     # -- tags ------------------------------------------------------------------------
     @classmethod

@@ -233,6 +233,9 @@ class HiddenMarkov(SeqModel):
     model) and ``restart_logliks_`` (per model, the log-likelihood of every restart).
     """
 
+    #: 2: EM restarts of neighbouring seeds no longer share all but one start
+    version = 2
+
     _tags = {"deterministic": True, "predict_proba": True}
 
     def __init__(
