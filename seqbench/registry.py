@@ -58,6 +58,16 @@ def _type_ok(value: Any, default: Any) -> bool:
     return True
 
 
+def _int64_ok(value: Any) -> bool:
+    """False for an int anywhere in ``value`` (lists included) that no int64 holds: numpy,
+    torch and scikit-learn would fail on it deep inside a job."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, list | tuple):
+        return all(_int64_ok(v) for v in value)
+    return True
+
+
 def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
@@ -80,6 +90,11 @@ def check_params(kind: str, name: str, cls: type, params: dict[str, Any], where:
             raise SeqbenchError(
                 f"{prefix}{kind} {name!r}, parameter {key!r}: expected "
                 f"{type(default).__name__} like the default {default!r}, got {_describe(value)}"
+            )
+        if not _int64_ok(plain(value)):
+            raise SeqbenchError(
+                f"{prefix}{kind} {name!r}, parameter {key!r}: expected integers of at most "
+                f"64 bits (below 2**63 in size), got {value!r}"
             )
     missing = [k for k, v in defaults.items() if v is inspect.Parameter.empty and k not in params]
     if missing:

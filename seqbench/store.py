@@ -123,6 +123,8 @@ class Store:
     def __init__(self, path: str | Path = DEFAULT_STORE, *, create: bool = True) -> None:
         self.path = check_store_path(path) if create else Path(path)
         self.read_only = not create
+        if not create and self.path.is_dir():
+            raise SeqbenchError(f"store {path}: expected a file path, got a directory")
         if not create and not self.path.is_file():
             raise SeqbenchError(f"store {path}: no such file (run a suite first)")
         try:

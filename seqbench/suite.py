@@ -207,7 +207,10 @@ def _expand(
         try:
             registry.check_ranges(kind, cls(**combo))
         except SeqbenchError as exc:
-            raise SeqbenchError(f"suite {path}, {where}: {exc}") from None
+            msg = str(exc)  # a task's own check names the task already: say it once
+            if msg.startswith(where):
+                msg = msg[len(where):].lstrip(" ,:")
+            raise _err(path, where, msg) from None
     return grid, tuple(swept)
 
 
@@ -337,6 +340,8 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate the suite file at ``path``."""
     p = Path(path)
+    if p.is_dir():
+        raise SeqbenchError(f"suite {path}: expected a suite file (.toml), got a directory")
     if not p.is_file():
         raise SeqbenchError(f"suite {path}: no such file")
     try:

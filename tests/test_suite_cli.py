@@ -79,7 +79,12 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (("hidden_size = 8", "hidden_size = 8\nlr = nan"), "'lr': expected finite numbers, got nan"),
     (("max_steps = 30", "max_step = 30"), r"\[budget\].max_step: matches no parameter"),
     (("n_train = 300", "n_train = -3"), r"\[data\].n_train: expected an int >= 1"),
-    (("lag = [2, 5]", "lag = [2, -5]"), "parameter 'lag': expected an int >= 0"),
+    (("lag = [2, 5]", "lag = [2, -5]"),
+     "suite .*, task 'jane-recall': parameter 'lag': expected an int >= 0"),  # named once
+    (("hidden_size = 8", "hidden_size = 99999999999999999999"),
+     "parameter 'hidden_size': expected integers of at most 64 bits"),
+    (("n_names = 4", "n_names = [4, -9223372036854775809]"),
+     "parameter 'n_names': expected integers of at most 64 bits"),
     (("seeds = [0, 1]", "seeds = [0, 0]"), "expected distinct seeds"),
     (("hidden_size = 8", 'hidden_size = 8\ndevice = "tpu"'),
      "parameter 'device': expected 'auto', 'cpu' or 'cuda\\[:i\\]', got 'tpu'"),
@@ -110,6 +115,15 @@ def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, cap
     assert __import__("re").search(message, err), err
     after = sqlite3.connect(store).execute("SELECT hash, status, score FROM runs").fetchall()
     assert after == before
+
+
+def test_a_directory_for_a_suite_or_a_store_is_named_as_such(tmp_path, capsys):
+    assert main([*RUN, str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"seqbench: error: suite {tmp_path}: expected a suite file (.toml), got a directory")
+    assert main(["results", "--store", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"seqbench: error: store {tmp_path}: expected a file path, got a directory")
 
 
 def test_a_suite_file_that_is_not_utf8_is_a_one_line_error(tmp_path, capsys):
