@@ -15,8 +15,12 @@ class ChanceBaseline(SeqModel):
     Class targets: ``strategy="prior"`` predicts the most frequent class with the
     training class frequencies as probabilities; ``strategy="uniform"`` gives every
     class the same probability (ties broken towards the lowest id). Real targets:
-    the mean of the scored training targets. Its score is the task's empirical
-    chance level.
+    the mean of the scored training targets. It predicts the same at every step, so its
+    score is the task's empirical chance level where that level is position-blind (one
+    scored step, or targets whose marginal does not depend on the step). Where the
+    task's analytic chance is that of a predictor that knows the step index (copy memory
+    with ``scored="all"``: certain blanks, then uniform symbols), this model scores worse
+    than that ``chance`` column.
     """
 
     _tags = {"deterministic": True}
