@@ -100,30 +100,37 @@ def _chosen_suites(store, suite: str | None, command: str, path: str) -> list[st
 
 
 def _cmd_results(args) -> int:
-    from .report import render_table, summary_table
+    from .report import incomplete_note, render_table, suite_plan, summary_table
     from .store import Store
 
     with Store(args.store, create=False) as store:
-        frames = [(name, store.frame(name))
+        frames = [(name, store.frame(name), suite_plan(store, name))
                   for name in _chosen_suites(store, args.suite, "results", args.store)]
     if not frames:
         print("(no results)")
         return 0
     if args.errors:
-        for name, df in frames:
+        for name, df, plan in frames:
             bad = df[df["status"] != "ok"]
+            note = incomplete_note(plan, name)
             if len(frames) > 1:
                 print(f"suite {name}")
             if bad.empty:
-                print(f"every job finished ok ({len(df)} job{'s' * (len(df) != 1)})")
+                print(f"every job {'with a result ' if note else ''}finished ok "
+                      f"({len(df)} job{'s' * (len(df) != 1)})")
             for _, r in bad.iterrows():
                 first = (r["error"] or "").splitlines()[0] if r["error"] else ""
                 print(f"{r['status']}: {r['model_label']} on {r['task_label']} "
                       f"{r['task_sweep']} seed {r['seed']}: {first}")
+            if note:
+                print(note)
         return 0
-    for name, df in frames:
+    for name, df, plan in frames:
         print(f"suite {name}")
-        print(render_table(summary_table(df)))
+        print(render_table(summary_table(df, plan)))
+        note = incomplete_note(plan, name)
+        if note:
+            print(note)
         print()
     return 0
 
@@ -132,7 +139,7 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from .plots import slug
-    from .report import check_formats, write_report
+    from .report import check_formats, suite_plan, write_report
     from .store import Store
 
     formats = check_formats(tuple(f.strip() for f in args.format.split(",") if f.strip()))
@@ -141,11 +148,12 @@ def _cmd_report(args) -> int:
         if not names:
             raise SeqbenchError(f"report: store {args.store} holds no results "
                                 "(run a suite first)")
-        suites = [(name, store.frame(name), store.suite_text(name)) for name in names]
-    for name, df, suite_text in suites:
+        suites = [(name, store.frame(name), store.suite_text(name), suite_plan(store, name))
+                  for name in names]
+    for name, df, suite_text, plan in suites:
         out = Path(args.out) if len(suites) == 1 else Path(args.out) / slug(str(name))
         text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
-                                   formats=formats, plots=not args.no_plots)
+                                   formats=formats, plots=not args.no_plots, plan=plan)
         print(text)
         html = [f for f in files if f.name == "report.html"]
         print(f"\nwrote {len(files)} files to {out}"

@@ -55,6 +55,22 @@ def _colors(models: list[str]) -> dict[str, tuple]:
     return {m: cmap(i % 10) for i, m in enumerate(models)}
 
 
+def _legend(ax, **kwargs) -> None:
+    """A legend for ``ax`` if anything on it has a label (matplotlib warns otherwise)."""
+    handles, _labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(**kwargs)
+
+
+def _finite_span(values) -> tuple[float, float]:
+    """Min and max of the finite ``values``; NaN, NaN if there are none."""
+    x = np.asarray(list(values), dtype=float)
+    x = x[np.isfinite(x)]
+    if not len(x):
+        return float("nan"), float("nan")
+    return float(x.min()), float(x.max())
+
+
 def _band(values: pd.Series) -> tuple[float, float, float]:
     mean, half, _ = t_interval(values.to_numpy(), CONFIDENCE)
     if not np.isfinite(half):
@@ -96,12 +112,13 @@ def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) ->
         ax_norm.axhline(HORIZON_LEVEL, color="grey", ls=":", lw=1, label="horizon threshold")
         # with few seeds a t band can be wide: keep the axis on the means and references
         means = fam.groupby(["model_name", "lag"])[["score", "normalised"]].mean()
-        lo_n, hi_n = float(np.nanmin(means["normalised"])), float(np.nanmax(means["normalised"]))
-        ax_norm.set_ylim(min(-0.1, lo_n - 0.1), max(1.1, hi_n + 0.1))
-        span = [*means["score"], *ref["chance"], *ref["best"]]
-        lo_r, hi_r = float(np.nanmin(span)), float(np.nanmax(span))
-        pad = 0.1 * (hi_r - lo_r or 1.0)
-        ax_raw.set_ylim(lo_r - pad, hi_r + pad)
+        lo_n, hi_n = _finite_span(means["normalised"])
+        if np.isfinite(lo_n):
+            ax_norm.set_ylim(min(-0.1, lo_n - 0.1), max(1.1, hi_n + 0.1))
+        lo_r, hi_r = _finite_span([*means["score"], *ref["chance"], *ref["best"]])
+        if np.isfinite(lo_r):
+            pad = 0.1 * (hi_r - lo_r or 1.0)
+            ax_raw.set_ylim(lo_r - pad, hi_r + pad)
         n_seeds = fam.groupby(["model_name", "lag"])["seed"].nunique().max()
         dep = fam["dep"].iloc[0]
         metric = fam["metric"].iloc[0]
@@ -110,8 +127,8 @@ def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) ->
                    title=family)
         ax_norm.set(xlabel=f"dependency length ({dep})", ylabel="normalised score",
                     title=f"normalised; bands: 95% t interval over {n_seeds} seed(s)")
-        ax_norm.legend(fontsize=8, loc="best")
-        ax_raw.legend(fontsize=8, loc="best")
+        _legend(ax_norm, fontsize=8, loc="best")
+        _legend(ax_raw, fontsize=8, loc="best")
         files.append(_save(fig, out_dir, f"lag-{slug(family)}",
                            f"Score against dependency length: {family}"))
     return files
@@ -165,19 +182,24 @@ def plot_learning_curves(df: pd.DataFrame, out_dir: Path) -> list[dict]:
             ax.set(xlabel="training step (EM iteration for EM models)",
                    ylabel="loss (lower is better)" if kind == "loss"
                    else "log-likelihood per step (higher is better)", title=setting)
-            ax.legend(fontsize=8)
+            _legend(ax, fontsize=8)
         files.append(_save(fig, out_dir, f"curve-{slug(setting)}", f"Learning curves: {setting}"))
     return files
 
 
 def _geo_mean(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Index-aligned geometric mean (norms span decades) over seeds, truncated to the
-    shortest curve; returns (mean, per-seed array)."""
+    shortest curve; returns (mean, per-seed array). Values that are not positive and
+    finite (a norm that underflowed to 0, a missing value) are left out of the mean at
+    their index; an index where no seed has such a value gets NaN (a gap in the line)."""
     n = min(len(c) for c in curves)
     arr = np.array([np.asarray(c[:n], float) for c in curves])  # (seeds, k)
-    with np.errstate(divide="ignore"):
-        logs = np.log(np.where(arr > 0, arr, np.nan))
-    return np.exp(np.nanmean(logs, axis=0)), arr
+    good = np.isfinite(arr) & (arr > 0)
+    logs = np.log(np.where(good, arr, 1.0))
+    count = good.sum(axis=0)
+    mean = np.full(n, np.nan)
+    np.divide(np.where(good, logs, 0.0).sum(axis=0), count, out=mean, where=count > 0)
+    return np.exp(mean), arr
 
 
 def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
@@ -223,11 +245,17 @@ def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
                         continue
                     mean, _ = _geo_mean(vals)
                     n = min(len(k), len(mean))
+                    if not np.isfinite(mean[:n]).any():  # nothing to draw on a log scale
+                        continue
                     label = f"{model} {what}".strip()
                     ax.plot(k[:n], mean[:n], ls, color=colors[model], label=label)
             ax.set_yscale("log")
             ax.set(xlabel="k (steps back)", ylabel=ylabel, title=title)
-            ax.legend(fontsize=8)
+            if not ax.lines:
+                ax.text(0.5, 0.5, "nothing to plot (no positive values recorded)",
+                        transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                        color="grey")
+            _legend(ax, fontsize=8)
         fig.suptitle(setting, fontsize=10)
         files.append(_save(fig, out_dir, f"decay-{slug(setting)}",
                            f"Gradient and state decay: {setting}"))

@@ -5,8 +5,10 @@
 intervals over seeds, normalised scores and ranks (:func:`cell_stats`), the memory
 horizon (:func:`memory_horizons`), the Friedman test with the Nemenyi post-hoc over task
 settings (:func:`friedman_nemenyi`) and the comparison of two result sets
-(:func:`compare`). Plots live in :mod:`seqbench.plots`, the HTML page in
-:mod:`seqbench.htmlreport`, writing everything in :func:`write_report`.
+(:func:`compare`). Given a suite's job list (:func:`suite_plan`), the tables and the
+horizons also show what has no result yet (:func:`incomplete_note`). Plots live in
+:mod:`seqbench.plots`, the HTML page in :mod:`seqbench.htmlreport`, writing everything in
+:func:`write_report`.
 """
 
 from __future__ import annotations
@@ -77,26 +79,91 @@ def _metric_label(meta) -> str:
     return f"{meta['metric']} {'↑' if meta['higher_is_better'] else '↓'}"
 
 
-def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+def suite_plan(store, suite: str) -> pd.DataFrame | None:
+    """The suite's current job list as the store keeps it (table ``suite_jobs``, written
+    by its latest ``seqbench run``), whether or not each job has a result yet.
+
+    One row per listed job, in the suite's order: ``position``, ``hash``, ``task_label``,
+    ``task_sweep``, ``model_label``, ``model_sweep`` (sweeps decoded), ``task_order``,
+    ``model_order``, ``setting`` and ``model_name`` (as :func:`setting_names` makes
+    them), ``has_record`` (the store holds a row for the job, of any status) and
+    ``status`` (that row's status; None without one). None when the store keeps no job
+    list for ``suite`` (a store written before ``suite_jobs`` existed). ``store`` is an
+    open :class:`seqbench.store.Store`; only read from.
+    """
+    conn = store.conn
+    has_table = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                             "AND name = 'suite_jobs'").fetchone()[0]
+    if not has_table:
+        return None
+    plan = pd.read_sql_query(
+        "SELECT j.position, j.hash, j.task_label, j.task_sweep, j.model_label, j.model_sweep, "
+        "j.task_order, j.model_order, r.status FROM suite_jobs j "
+        "LEFT JOIN runs r ON r.hash = j.hash WHERE j.suite = ? ORDER BY j.position",
+        conn, params=(suite,))
+    if plan.empty:
+        return None
+    for col in ("task_sweep", "model_sweep"):
+        plan[col] = plan[col].map(lambda s: json.loads(s) if isinstance(s, str) else None)
+    plan["has_record"] = plan["status"].notna()
+    return setting_names(plan)
+
+
+def incomplete_note(plan: pd.DataFrame | None, suite: str) -> str | None:
+    """One line saying how many of the suite's current jobs have no result yet (a run
+    that was stopped, or not yet run since the suite was edited); None when every job
+    has one, or without a job list (``plan`` from :func:`suite_plan`)."""
+    if plan is None or plan.empty:
+        return None
+    missing = int((~plan["has_record"]).sum())
+    if not missing:
+        return None
+    return (f"incomplete: {missing} of {len(plan)} jobs of suite {suite} have no result yet; "
+            "run the suite again to finish them")
+
+
+def _not_run(plan: pd.DataFrame | None) -> dict[tuple[str, str], int]:
+    """(setting, model_name) -> how many of its listed jobs have no result yet."""
+    if plan is None or plan.empty:
+        return {}
+    missing = plan[~plan["has_record"]]
+    return {k: len(g) for k, g in missing.groupby(["setting", "model_name"], sort=False)}
+
+
+def _layout(df: pd.DataFrame, plan: pd.DataFrame | None) -> tuple[list, list]:
+    """Rows (settings) and columns (models) of a table: those of ``df``, and with a job
+    list also the settings and models none of whose jobs has a result yet; in the suite's
+    order (:func:`in_order`)."""
+    if plan is None or plan.empty:
+        return in_order(df, "setting", "task_order"), in_order(df, "model_name", "model_order")
+    cols = ["setting", "model_name", "task_order", "model_order"]
+    both = pd.concat([df[[c for c in cols if c in df.columns]], plan[cols]], ignore_index=True)
+    return (in_order(both, "setting", "task_order"),
+            in_order(both, "model_name", "model_order"))
+
+
+def summary_table(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFrame:
     """Task settings x models: the primary metric's mean over seeds (finished jobs only).
 
     A cell with no finished job shows the status of its jobs instead (``skipped``,
     ``failed``, ...). The ``metric`` and ``(chance)`` columns name the metric (with an
     arrow for its direction) and the task's analytic chance score (see
     :func:`setting_meta`). Rows follow the suite's task order, columns its model order
-    (see :func:`in_order`).
+    (see :func:`in_order`). Given the suite's job list (``plan``, :func:`suite_plan`),
+    jobs without a result yet are shown too: a cell none of whose jobs has run reads
+    ``not run``, one with some, e.g. ``0.500 (1 not run)``.
     """
     if df.empty:
         return pd.DataFrame()
     df = setting_names(df)
-    settings = in_order(df, "setting", "task_order")
-    models = in_order(df, "model_name", "model_order")
+    settings, models = _layout(df, plan)
     meta = setting_meta(df)
+    not_run = _not_run(plan)
     rows = []
     for s in settings:
         sub = df[df["setting"] == s]
-        row = {"task": s, "metric": _metric_label(meta[s]),
-               "(chance)": _num(meta[s]["chance"])}
+        m_s = meta.get(s, {"metric": None, "higher_is_better": None, "chance": float("nan")})
+        row = {"task": s, "metric": _metric_label(m_s), "(chance)": _num(m_s["chance"])}
         for m in models:
             cell = sub[sub["model_name"] == m]
             ok = cell[cell["status"] == "ok"]
@@ -109,8 +176,17 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
                 row[m] = "/".join(sorted(set(cell["status"])))
             else:
                 row[m] = ""
+            row[m] = _with_not_run(row[m], not_run.get((s, m), 0))
         rows.append(row)
     return pd.DataFrame(rows).set_index("task")
+
+
+def _with_not_run(text: str, n: int) -> str:
+    """A cell's text with its ``n`` jobs that have no result yet: ``not run`` alone, or
+    appended as ``(n not run)``."""
+    if not n:
+        return text
+    return f"{text} ({n} not run)" if text else "not run"
 
 
 def _num(x) -> str:
@@ -249,35 +325,44 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def wide_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def wide_tables(cells: pd.DataFrame,
+                plan: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Task settings x models, as display strings: ``score`` (mean ± 95 % CI half-width),
     ``normalised`` (the same for the normalised score) and ``rank`` (with a last row,
-    the mean rank over the settings where every model finished). Rows and columns in
-    the suite's order (:func:`in_order`)."""
+    the mean rank over the settings where every model finished; ``-`` for a model that
+    finished on none of them, e.g. one skipped on every task). Rows and columns in the
+    suite's order (:func:`in_order`). Given the suite's job list (``plan``,
+    :func:`suite_plan`), a cell none of whose jobs has a result yet reads ``not run``
+    and a score with some jobs still to run says how many (``(1 not run)``)."""
     if cells.empty:
         return {}
-    settings = in_order(cells, "setting", "task_order")
-    models = in_order(cells, "model_name", "model_order")
+    settings, models = _layout(cells, plan)
+    not_run = _not_run(plan)
     score_rows, norm_rows, rank_rows = [], [], []
     for s in settings:
         sub = cells[cells["setting"] == s].set_index("model_name")
-        first = sub.iloc[0]
-        srow = {"task": s, "metric": _metric_label(first),
-                "(chance)": _num(first["chance"]),
-                "(best)": _num(sub["best"].dropna().iloc[0] if sub["best"].notna().any()
-                               else float("nan"))}
+        if sub.empty:  # a setting none of whose jobs has a result yet
+            srow = {"task": s, "metric": "-", "(chance)": "-", "(best)": "-"}
+        else:
+            first = sub.iloc[0]
+            srow = {"task": s, "metric": _metric_label(first),
+                    "(chance)": _num(first["chance"]),
+                    "(best)": _num(sub["best"].dropna().iloc[0] if sub["best"].notna().any()
+                                   else float("nan"))}
         nrow, rrow = {"task": s}, {"task": s}
         for m in models:
+            n_missing = not_run.get((s, m), 0)
             if m not in sub.index:
-                srow[m] = nrow[m] = rrow[m] = ""
+                srow[m] = nrow[m] = rrow[m] = _with_not_run("", n_missing)
                 continue
             c = sub.loc[m]
             if c["n_ok"] == 0:
-                srow[m] = nrow[m] = rrow[m] = c["status"]
+                srow[m] = nrow[m] = rrow[m] = _with_not_run(c["status"], n_missing)
                 continue
             srow[m] = _fmt_ci(c["mean"], c["ci"])
             if c["n_ok"] < c["n_jobs"]:
                 srow[m] += f" ({c['n_jobs'] - c['n_ok']} {c['status']})"
+            srow[m] = _with_not_run(srow[m], n_missing)
             nrow[m] = _fmt_ci(c["norm_mean"], c["norm_ci"], 2)
             rrow[m] = f"{c['rank']:g}"
         score_rows.append(srow)
@@ -286,10 +371,16 @@ def wide_tables(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     fr = friedman_nemenyi(cells)
     if fr["mean_ranks"] is not None:
         rank_rows.append({"task": f"mean rank ({fr['n_blocks']} complete settings)",
-                          **{m: f"{fr['mean_ranks'].get(m, float('nan')):.2f}" for m in models}})
+                          **{m: _mean_rank(fr["mean_ranks"], m) for m in models}})
     return {"score": pd.DataFrame(score_rows).set_index("task"),
             "normalised": pd.DataFrame(norm_rows).set_index("task"),
             "rank": pd.DataFrame(rank_rows).set_index("task")}
+
+
+def _mean_rank(mean_ranks: pd.Series, model: str) -> str:
+    """A model's mean rank, ``-`` when it was ranked on no complete setting."""
+    r = mean_ranks.get(model)
+    return "-" if r is None or not np.isfinite(r) else f"{r:.2f}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,11 +495,67 @@ def crossing(lags, scores, level: float = HORIZON_LEVEL) -> tuple[float, str]:
     return float(L[-1]), ">="
 
 
-def lag_points(df: pd.DataFrame) -> pd.DataFrame:
+def _dep_params(jobs: pd.DataFrame) -> dict[str, str]:
+    """Task label -> its dependency parameter (:data:`DEPENDENCY_PARAMS`), for each label
+    of ``jobs`` (rows with ``task_label`` and ``task_sweep``) that sweeps one over at least
+    two values."""
+    out = {}
+    if jobs.empty:
+        return out
+    for label, sub in jobs.groupby("task_label", sort=False):
+        sweeps = sub["task_sweep"].map(lambda d: d or {})
+        keys = set().union(*sweeps) if len(sweeps) else set()
+        dep = next((p for p in DEPENDENCY_PARAMS if p in keys
+                    and sweeps.map(lambda d, p=p: d.get(p)).nunique() >= 2), None)
+        if dep is not None:
+            out[label] = dep
+    return out
+
+
+def _family(label: str, sweep: dict, dep: str) -> str:
+    """A lag-swept family: the task label and its sweeps other than the dependency one."""
+    return (label + " " + _fmt_params({k: v for k, v in sweep.items() if k != dep})).strip()
+
+
+def _job_list(df: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:
+    """The suite's jobs, with or without a result: ``plan`` (:func:`suite_plan`) if given,
+    else the rows of ``df`` (every status)."""
+    if plan is not None and not plan.empty:
+        return plan
+    return setting_names(df) if not df.empty else df
+
+
+def swept_jobs(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every job of a lag-swept task family, whether or not it has a result: from the
+    suite's job list (``plan``, :func:`suite_plan`) if given, else the rows of ``df``.
+    Columns ``family``, ``dep``, ``model_name``, ``lag`` and ``status`` (None: no result
+    yet). A family is lag-swept when the suite sweeps its dependency parameter, not only
+    when results at two of its values exist."""
+    cols = ["family", "dep", "model_name", "lag", "status"]
+    jobs = _job_list(df, plan)
+    if jobs.empty:
+        return pd.DataFrame(columns=cols)
+    deps = _dep_params(jobs)
+    rows = []
+    for _, r in jobs.iterrows():
+        dep = deps.get(r["task_label"])
+        sweep = r["task_sweep"] or {}
+        if dep is None or dep not in sweep:
+            continue
+        status = r["status"] if isinstance(r["status"], str) else None
+        rows.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
+                     "model_name": r["model_name"], "lag": float(sweep[dep]), "status": status})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def lag_points(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFrame:
     """Normalised score against dependency length for every finished job of a lag-swept
     task family. Columns: ``family``, ``dep`` (the parameter or slice column),
     ``model_name``, ``seed``, ``lag``, ``score``, ``normalised``, ``chance``, ``best``,
-    ``metric``, ``higher_is_better``. See :data:`DEPENDENCY_PARAMS` for what counts.
+    ``metric``, ``higher_is_better``. See :data:`DEPENDENCY_PARAMS` for what counts; which
+    parameter a task sweeps is read from the suite's job list (``plan``, see
+    :func:`swept_jobs`) where given, so a sweep only one of whose values has finished
+    still counts.
     """
     cols = ["family", "dep", "model_name", "seed", "lag", "score", "normalised", "chance",
             "best", "metric", "higher_is_better"]
@@ -416,28 +563,22 @@ def lag_points(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     df = setting_names(df)
     ok = df[df["status"] == "ok"]
+    deps = _dep_params(_job_list(df, plan))
     rows = []
     # 1. a swept dependency parameter: the family is the task label and its other sweeps
     swept_rows = set()
-    for label, sub in ok.groupby("task_label", sort=False):
-        sweeps = sub["task_sweep"].map(lambda d: d or {})
-        keys = set().union(*sweeps) if len(sweeps) else set()
-        dep = next((p for p in DEPENDENCY_PARAMS if p in keys
-                    and sweeps.map(lambda d, p=p: d.get(p)).nunique() >= 2), None)
-        if dep is None:
+    for idx, r in ok.iterrows():
+        dep = deps.get(r["task_label"])
+        sweep = r["task_sweep"] or {}
+        if dep is None or dep not in sweep:
             continue
-        for idx, r in sub.iterrows():
-            sweep = r["task_sweep"] or {}
-            if dep not in sweep:
-                continue
-            rest = {k: v for k, v in sweep.items() if k != dep}
-            swept_rows.add(idx)
-            rows.append({"family": (label + " " + _fmt_params(rest)).strip(), "dep": dep,
-                         "model_name": r["model_name"], "seed": r["seed"],
-                         "lag": float(sweep[dep]), "score": r["score"],
-                         "normalised": r["normalised"], "chance": r["chance"],
-                         "best": _best_of(r), "metric": r["metric"],
-                         "higher_is_better": bool(r["higher_is_better"])})
+        swept_rows.add(idx)
+        rows.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
+                     "model_name": r["model_name"], "seed": r["seed"],
+                     "lag": float(sweep[dep]), "score": r["score"],
+                     "normalised": r["normalised"], "chance": r["chance"],
+                     "best": _best_of(r), "metric": r["metric"],
+                     "higher_is_better": bool(r["higher_is_better"])})
     # 2. per-lag slices of one setting (a spread of lags within the data)
     for idx, r in ok.iterrows():
         if idx in swept_rows or not isinstance(r["slices"], dict):
@@ -461,7 +602,27 @@ def lag_points(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL) -> pd.DataFrame:
+def _missing_lags(jobs: pd.DataFrame, dep: str) -> str:
+    """What a model lacks on a family's lags (``jobs``: its rows of :func:`swept_jobs`):
+    the lags where no seed finished, with why (``not run``: no result yet, or the jobs'
+    status), and the lags where some seeds have no result yet; ``""`` when nothing
+    lacks."""
+    whole: dict[str, list[float]] = {}
+    partial = []
+    for lag, js in jobs.groupby("lag", sort=True):
+        status = [s if isinstance(s, str) else None for s in js["status"]]
+        n_none = status.count(None)
+        if "ok" not in status:
+            why = "/".join(sorted({s or "not run" for s in status}))
+            whole.setdefault(why, []).append(lag)
+        elif n_none:
+            partial.append(f"{dep} {lag:g}: {n_none} of {len(status)} seeds not run")
+    parts = [f"{dep} {', '.join(f'{x:g}' for x in lags)} {why}" for why, lags in whole.items()]
+    return "; ".join(parts + partial)
+
+
+def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL,
+                    plan: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model and lag-swept task family: the memory horizon, the longest dependency
     length at which the normalised score stays >= ``level`` (see :func:`crossing`),
     computed per seed and then averaged with a 95 % t interval over seeds.
@@ -470,14 +631,42 @@ def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL) -> pd.DataFr
     one already below at the smallest lag counts at the smallest; ``n_right``/``n_left``
     count such censored seeds, and ``display`` says ``>= L_max`` or ``< L_min`` when
     every seed is censored the same way (the mean is then a bound, not an estimate).
+
+    The horizon is computed over the lags where the model finished (``lag_min``,
+    ``lag_max``, ``n_lags``). The family's lags are those the suite lists for it (its
+    job list ``plan``, :func:`suite_plan`, where given, else every row of ``df``):
+    ``planned_lags`` (the model's, with its measured ones), and ``missing`` says which of
+    them lack a result and why (``lag 20 not run``, ``lag 40 failed``, ``lag 10: 1 of 2
+    seeds not run``; ``""`` if none), and ``display`` repeats it. A model listed for a
+    family with no finished job in it gets a row too: ``display`` is the status of its
+    jobs (``not run`` where they have no result yet) and the horizon NaN.
     """
-    pts = lag_points(df)
+    pts = lag_points(df, plan)
+    jobs = swept_jobs(df, plan)
     cols = ["family", "dep", "model_name", "lag_min", "lag_max", "n_lags", "n_seeds",
-            "horizon", "ci", "n_right", "n_left", "per_seed", "display"]
-    if pts.empty:
+            "horizon", "ci", "n_right", "n_left", "per_seed", "display", "missing",
+            "planned_lags"]
+    if pts.empty and jobs.empty:
         return pd.DataFrame(columns=cols)
+    by_pts = {k: g for k, g in pts.groupby(["family", "model_name"], sort=False)}
+    by_jobs = {k: g for k, g in jobs.groupby(["family", "model_name"], sort=False)}
     out = []
-    for (family, model), sub in pts.groupby(["family", "model_name"], sort=False):
+    for key in dict.fromkeys([*by_jobs, *by_pts]):
+        family, model = key
+        sub = by_pts.get(key, pts.iloc[:0])
+        planned = by_jobs.get(key, jobs.iloc[:0])
+        dep = (sub if len(sub) else planned)["dep"].iloc[0]
+        missing = _missing_lags(planned, dep) if len(planned) else ""
+        lags = sorted(set(planned["lag"]) | set(sub["lag"]))
+        if sub.empty:
+            why = sorted({s if isinstance(s, str) else "not run" for s in planned["status"]})
+            out.append({"family": family, "dep": dep, "model_name": model,
+                        "lag_min": float("nan"), "lag_max": float("nan"), "n_lags": 0,
+                        "n_seeds": 0, "horizon": float("nan"), "ci": float("nan"),
+                        "n_right": 0, "n_left": 0, "per_seed": [],
+                        "display": "/".join(why) or "-", "missing": missing,
+                        "planned_lags": lags})
+            continue
         per_seed, kinds = [], []
         for _seed, s in sub.groupby("seed", sort=True):
             h, kind = crossing(s["lag"], s["normalised"], level)
@@ -487,6 +676,7 @@ def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL) -> pd.DataFr
         mean, half, _ = t_interval(per_seed)
         lo, hi = float(sub["lag"].min()), float(sub["lag"].max())
         n_r, n_l = kinds.count(">="), kinds.count("<")
+        notes = []
         if not per_seed:
             display = "-"
         elif n_r == len(kinds):
@@ -496,24 +686,30 @@ def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL) -> pd.DataFr
         else:
             display = _fmt_ci(mean, half, 1)
             if n_r or n_l:
-                display += f" ({n_r + n_l}/{len(kinds)} censored)"
-        out.append({"family": family, "dep": sub["dep"].iloc[0], "model_name": model,
+                notes.append(f"{n_r + n_l}/{len(kinds)} censored")
+        if missing:
+            notes.append(missing)
+        if notes:
+            display += f" ({'; '.join(notes)})"
+        out.append({"family": family, "dep": dep, "model_name": model,
                     "lag_min": lo, "lag_max": hi, "n_lags": sub["lag"].nunique(),
                     "n_seeds": len(per_seed), "horizon": mean, "ci": half, "n_right": n_r,
-                    "n_left": n_l, "per_seed": per_seed, "display": display})
+                    "n_left": n_l, "per_seed": per_seed, "display": display,
+                    "missing": missing, "planned_lags": lags})
     return pd.DataFrame(out, columns=cols)
 
 
 def horizon_table(hz: pd.DataFrame) -> pd.DataFrame:
-    """Task families x models, the memory horizon's display string."""
+    """Task families x models, the memory horizon's display string. The ``lags`` column
+    names the family's lags: every lag the suite lists for it (``planned_lags``), also
+    those where some model has no result yet (its cell says which)."""
     if hz.empty:
         return pd.DataFrame()
     rows = []
     for family, sub in hz.groupby("family", sort=False):
-        first = sub.iloc[0]
+        lags = sorted(set().union(*map(set, sub["planned_lags"])))
         row = {"task family": family,
-               "lags": f"{first['dep']} {first['lag_min']:g}..{first['lag_max']:g} "
-                       f"({first['n_lags']})"}
+               "lags": f"{sub['dep'].iloc[0]} {lags[0]:g}..{lags[-1]:g} ({len(lags)})"}
         row.update(dict(zip(sub["model_name"], sub["display"])))
         rows.append(row)
     return pd.DataFrame(rows).set_index("task family").fillna("")
@@ -683,12 +879,19 @@ def check_alpha(alpha: float) -> float:
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Per (task setting, model) cell: mean in A and B, ``diff`` = B - A, the p-value of
-    :func:`difference_test` (``test``: ``paired``, ``welch`` or ``none``; ``n_paired``:
+    """Per (task setting, model) cell: the means of A and B, ``diff`` = B - A, the p-value
+    of :func:`difference_test` (``test``: ``paired``, ``welch`` or ``none``; ``n_paired``:
     the seeds a paired test used) and a verdict for B relative to A: ``better`` /
     ``worse`` when p < ``alpha`` with the tested difference in the metric's good / bad
     direction, ``same`` otherwise, ``untested`` with too few seeds, ``only in A`` /
-    ``only in B`` for cells one side lacks. ``alpha`` must be in (0, 1)."""
+    ``only in B`` for cells one side lacks. ``alpha`` must be in (0, 1).
+
+    ``mean_a``, ``mean_b`` and ``diff`` are over the seeds the test used, so they agree
+    with the verdict: for a paired test, the ``n_paired`` seeds both sides share (seeds
+    only one side has are left out; ``diff`` is then the mean per-seed difference the
+    test tested), otherwise every seed of each side. ``n_a`` and ``n_b`` count every seed
+    of each side, and ``mean_a_all`` and ``mean_b_all`` are the means over them (equal to
+    ``mean_a``/``mean_b`` unless a paired test left seeds out)."""
     alpha = check_alpha(alpha)
     rows = []
     ga = {k: g for k, g in a.groupby(["setting", "model_name"], sort=False)}
@@ -699,11 +902,13 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
         row = {"setting": key[0], "model_name": key[1], "metric": ref["metric"].iloc[0],
                "higher_is_better": bool(ref["higher_is_better"].iloc[0]),
                "mean_a": float("nan"), "mean_b": float("nan"), "n_a": 0, "n_b": 0,
-               "diff": float("nan"), "pvalue": float("nan"), "test": "none", "n_paired": 0}
+               "diff": float("nan"), "pvalue": float("nan"), "test": "none", "n_paired": 0,
+               "mean_a_all": float("nan"), "mean_b_all": float("nan")}
         if sa is None or sb is None:
             side = _cell_summary(ref)
-            row["mean_a" if sa is not None else "mean_b"] = side["mean"]
-            row["n_a" if sa is not None else "n_b"] = side["n"]
+            which = "a" if sa is not None else "b"
+            row[f"mean_{which}"] = row[f"mean_{which}_all"] = side["mean"]
+            row[f"n_{which}"] = side["n"]
             row["verdict"] = "only in A" if sa is not None else "only in B"
             rows.append(row)
             continue
@@ -712,30 +917,50 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
             raise SeqbenchError(f"compare: cell {key[0]} / {key[1]}: metric "
                                 f"{sa['metric'].iloc[0]!r} in A but {sb['metric'].iloc[0]!r} in B")
         p, test, n_paired, est = difference_test(ca, cb)
-        diff = cb["mean"] - ca["mean"]
+        mean_a, mean_b = ca["mean"], cb["mean"]
+        if test == "paired":  # the numbers shown are over the seeds the test paired
+            shared = sorted(set(ca["seeds"]) & set(cb["seeds"]))
+            mean_a = float(np.mean([ca["seeds"][s] for s in shared]))
+            mean_b = float(np.mean([cb["seeds"][s] for s in shared]))
         if not np.isfinite(p):
             verdict = "untested"
         elif p < alpha and est != 0:
             verdict = "better" if (est > 0) == row["higher_is_better"] else "worse"
         else:
             verdict = "same"
-        row.update(mean_a=ca["mean"], mean_b=cb["mean"], n_a=ca["n"], n_b=cb["n"], diff=diff,
-                   pvalue=p, test=test, n_paired=n_paired, verdict=verdict)
+        row.update(mean_a=mean_a, mean_b=mean_b, n_a=ca["n"], n_b=cb["n"], diff=est,
+                   pvalue=p, test=test, n_paired=n_paired, verdict=verdict,
+                   mean_a_all=ca["mean"], mean_b_all=cb["mean"])
         rows.append(row)
     cols = ["setting", "model_name", "metric", "higher_is_better", "mean_a", "mean_b", "n_a",
-            "n_b", "diff", "pvalue", "test", "n_paired", "verdict"]
+            "n_b", "diff", "pvalue", "test", "n_paired", "verdict", "mean_a_all", "mean_b_all"]
     return pd.DataFrame(rows, columns=cols)
 
 
+def _left_out(r) -> str:
+    """The seeds a paired test left out, e.g. ``1 seed only in B``; ``""`` if none."""
+    if r["test"] != "paired":
+        return ""
+    parts = []
+    for side, n in (("A", r["n_a"] - r["n_paired"]), ("B", r["n_b"] - r["n_paired"])):
+        if n > 0:
+            parts.append(f"{n} seed{'s' * (n != 1)} only in {side}")
+    return ", ".join(parts)
+
+
 def _test_label(r) -> str:
-    """``paired``, ``paired on 2 of 3 seeds`` (shared seeds only), ``welch`` or ``none``."""
-    if r["test"] == "paired" and r["n_paired"] < max(r["n_a"], r["n_b"]):
+    """``paired``, ``paired on 2 shared seeds`` (shared seeds only), ``welch`` or ``none``."""
+    if _left_out(r):
         return f"paired on {r['n_paired']} shared seeds"
     return r["test"]
 
 
 def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
-    """The comparison as a table, then the lists of what got better and what got worse."""
+    """The comparison as a table, then the lists of what got better and what got worse.
+
+    The means and differences shown are those :func:`compare` tested: over the shared
+    seeds where the test paired those only (the lists then say which seeds were left
+    out, and the means over every seed)."""
     if cmp.empty:
         return "(nothing to compare)"
     show = cmp.assign(
@@ -747,16 +972,23 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
     )[["setting", "model_name", "metric", "A", "B", "diff", "p", "test", "verdict"]]
     lines = [f"A = {name_a}", f"B = {name_b}", "", show.to_string(index=False), "",
              "p: paired t-test over the seeds A and B share (when they share at least 2; "
-             "seeds only one side has are left out), else Welch's t-test", ""]
+             "seeds only one side has are left out), else Welch's t-test",
+             "A, B, diff: means over the seeds the test used (for 'paired on k shared "
+             "seeds', those k seeds only)", ""]
     for verdict, title in (("better", "better in B"), ("worse", "worse in B"),
                            ("only in A", "only in A"), ("only in B", "only in B")):
         sub = cmp[cmp["verdict"] == verdict]
         lines.append(f"{title} ({len(sub)}):")
         for _, r in sub.iterrows():
             if verdict in ("better", "worse"):
-                lines.append(f"  {r['model_name']} on {r['setting']}: {r['metric']} "
-                             f"{r['mean_a']:.4g} -> {r['mean_b']:.4g} (p = {r['pvalue']:.3g}, "
-                             f"{_test_label(r)})")
+                line = (f"  {r['model_name']} on {r['setting']}: {r['metric']} "
+                        f"{r['mean_a']:.4g} -> {r['mean_b']:.4g} (p = {r['pvalue']:.3g}, "
+                        f"{_test_label(r)}")
+                left_out = _left_out(r)
+                if left_out:
+                    line += (f"; means over those {r['n_paired']}, leaving out {left_out}; "
+                             f"over every seed {r['mean_a_all']:.4g} -> {r['mean_b_all']:.4g}")
+                lines.append(line + ")")
             else:
                 lines.append(f"  {r['model_name']} on {r['setting']}")
     n_same = int((cmp["verdict"] == "same").sum())
@@ -809,22 +1041,33 @@ def to_latex(table: pd.DataFrame, caption: str = "") -> str:
 TABLE_FORMATS = ("md", "csv", "tex", "html")
 
 
-def suite_report(df: pd.DataFrame) -> dict:
+def suite_report(df: pd.DataFrame, plan: pd.DataFrame | None = None,
+                 suite: str = "") -> dict:
     """Every number of one suite's report: ``cells``, ``tables`` (wide display tables),
-    ``points`` (score against lag), ``horizons``, ``horizon_table`` and ``friedman``."""
+    ``points`` (score against lag), ``horizons``, ``horizon_table``, ``friedman`` and
+    ``incomplete`` (:func:`incomplete_note`: None, or the line saying how many of the
+    suite's jobs have no result yet). ``plan``: the suite's job list
+    (:func:`suite_plan`), which lets the tables and horizons show what has not run."""
     cells = cell_stats(df)
-    hz = memory_horizons(df)
-    return {"cells": cells, "tables": wide_tables(cells), "points": lag_points(df),
-            "horizons": hz, "horizon_table": horizon_table(hz), "friedman": friedman_nemenyi(cells)}
+    hz = memory_horizons(df, plan=plan)
+    return {"cells": cells, "tables": wide_tables(cells, plan),
+            "points": lag_points(df, plan), "horizons": hz, "horizon_table": horizon_table(hz),
+            "friedman": friedman_nemenyi(cells), "incomplete": incomplete_note(plan, suite)}
+
+
+NO_HORIZON = "(no lag-swept task in this suite)"
 
 
 def report_text(rep: dict, suite: str) -> str:
-    """The terminal report: memory horizons first, then the tables and the rank test."""
-    lines = [f"suite {suite}", "",
-             f"memory horizon (longest dependency length with normalised score >= "
-             f"{HORIZON_LEVEL}; mean ± 95% CI over seeds):"]
+    """The terminal report: whether the suite is incomplete, memory horizons, then the
+    tables and the rank test."""
+    lines = [f"suite {suite}"]
+    if rep.get("incomplete"):
+        lines.append(rep["incomplete"])
+    lines += ["", f"memory horizon (longest dependency length with normalised score >= "
+              f"{HORIZON_LEVEL}; mean ± 95% CI over seeds):"]
     lines.append(render_table(rep["horizon_table"]) if not rep["horizon_table"].empty
-                 else "(no lag-swept task in this suite)")
+                 else NO_HORIZON)
     titles = {"score": "score (mean ± 95% CI over seeds)",
               "normalised": "normalised score (0 = chance, 1 = oracle or perfect)",
               "rank": "rank per task setting (1 = best)"}
@@ -843,8 +1086,14 @@ def write_report(
     suite_text: str | None = None,
     formats: tuple[str, ...] = TABLE_FORMATS,
     plots: bool = True,
+    plan: pd.DataFrame | None = None,
 ) -> tuple[str, list[Path]]:
     """Write one suite's report into ``out_dir``; return the terminal text and the files.
+
+    ``plan``: the suite's job list (:func:`suite_plan`); with it, jobs that have no
+    result yet are reported as such (a line at the top of the terminal text,
+    ``report.md``, ``tables.tex`` and ``report.html``, ``not run`` cells, and the lags
+    each memory horizon lacks).
 
     Tables: ``horizons.*`` and ``scores.*`` in each of ``formats`` (``md``, ``tex``;
     ``csv`` writes the numbers instead: ``cells.csv`` per cell, ``runs.csv`` per job,
@@ -861,7 +1110,7 @@ def write_report(
     try:
         out.mkdir(parents=True, exist_ok=True)
         return _write_report(df, out, suite=suite, suite_text=suite_text, formats=formats,
-                             plots=plots)
+                             plots=plots, plan=plan)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
         raise SeqbenchError(f"report: --out {out_dir}: cannot write there{where}: "
@@ -881,12 +1130,14 @@ def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | None,
-                  formats: tuple[str, ...], plots: bool) -> tuple[str, list[Path]]:
+                  formats: tuple[str, ...], plots: bool,
+                  plan: pd.DataFrame | None) -> tuple[str, list[Path]]:
     """The body of :func:`write_report`, ``out`` an existing directory."""
     from . import htmlreport
     from . import plots as plotting
 
-    rep = suite_report(df)
+    rep = suite_report(df, plan, suite)
+    note = rep["incomplete"]
     text = report_text(rep, suite)
     files: list[Path] = []
 
@@ -899,9 +1150,12 @@ def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | 
               "rank": "Rank per task setting (1 = best)"}
     fr_text = friedman_text(rep["friedman"])
     if "md" in formats:
-        md = [f"# seqbench report: suite {suite}", "",
-              f"## Memory horizon (normalised score >= {HORIZON_LEVEL})", "",
-              to_markdown(rep["horizon_table"])]
+        md = [f"# seqbench report: suite {suite}", ""]
+        if note:
+            md += [f"**{note}**", ""]
+        md += [f"## Memory horizon (normalised score >= {HORIZON_LEVEL})", "",
+               to_markdown(rep["horizon_table"]) if not rep["horizon_table"].empty
+               else NO_HORIZON + "\n"]
         for key, title in titles.items():
             if key in rep["tables"]:
                 md += [f"## {title}", "", to_markdown(rep["tables"][key])]
@@ -910,7 +1164,9 @@ def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | 
                to_markdown(htmlreport.provenance_table(df))]
         put("report.md", "\n".join(md))
     if "tex" in formats:
-        tex = [to_latex(rep["horizon_table"], "memory horizon")]
+        tex = [f"% {note}\n"] if note else []
+        tex += [to_latex(rep["horizon_table"], "memory horizon")
+                if not rep["horizon_table"].empty else f"% memory horizon: {NO_HORIZON}\n"]
         tex += [to_latex(rep["tables"][k], t) for k, t in titles.items() if k in rep["tables"]]
         put("tables.tex", "\n".join(tex))
     if "csv" in formats:
@@ -919,7 +1175,8 @@ def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | 
             cells = cells.assign(suite=suite)
         cells.to_csv(out / "cells.csv", index=False)
         runs_frame(df).to_csv(out / "runs.csv", index=False)
-        rep["horizons"].drop(columns=["per_seed"]).to_csv(out / "horizons.csv", index=False)
+        rep["horizons"].drop(columns=["per_seed", "planned_lags"]).to_csv(
+            out / "horizons.csv", index=False)
         files += [out / "cells.csv", out / "runs.csv", out / "horizons.csv"]
     figures: list[dict] = []
     if plots:
@@ -931,11 +1188,14 @@ def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | 
         for f in figures:
             files += [f["png"], f["svg"]]
     if "html" in formats:
-        sections = [("Memory horizon", htmlreport.para(
+        sections = [("Incomplete", htmlreport.para(note))] if note else []
+        sections += [("Memory horizon", htmlreport.para(
             f"The longest dependency length at which the normalised score stays at or above "
             f"{HORIZON_LEVEL}, interpolated between measured lags, per seed; mean ± 95% "
-            "Student t interval over seeds. '≥ L' / '< L': beyond / below the measured range.")
-            + htmlreport.table_html(rep["horizon_table"], "horizons"))]
+            "Student t interval over seeds. '≥ L' / '< L': beyond / below the measured range; "
+            "a note in parentheses names the lags where the model has no result.")
+            + (htmlreport.table_html(rep["horizon_table"], "horizons")
+               if not rep["horizon_table"].empty else htmlreport.para(NO_HORIZON)))]
         for key, title in titles.items():
             if key in rep["tables"]:
                 sections.append((title, htmlreport.table_html(rep["tables"][key], key)))

@@ -328,3 +328,151 @@ def test_html_report_renders_in_headless_chromium(tmp_path, store_path):
     assert all(w > 0 for w in widths)  # every embedded image decoded
     assert int(m.group(2)) >= 4  # horizons, scores, normalised, ranks (and provenance)
     assert 'id="horizons"' in dom and "0.565 ± 0.233" in dom
+
+
+# --------------------------------------------------------------------------------------
+# What compare prints agrees with what it tested; incomplete suites say so; no warnings
+# --------------------------------------------------------------------------------------
+
+def _runs_csv(path, scores):
+    """A runs.csv as seqbench report writes it, one (setting, model) cell."""
+    pd.DataFrame({"suite": "hand", "setting": "jane lag=5", "model_name": "alpha",
+                  "metric": "accuracy", "higher_is_better": True, "seed": list(scores),
+                  "score": list(scores.values())}).to_csv(path, index=False)
+    return path
+
+
+def test_compare_shows_the_means_of_the_seeds_it_paired(tmp_path, capsys):
+    a = _runs_csv(tmp_path / "a.csv", {0: 0.30, 1: 0.40, 2: 0.50})
+    b = _runs_csv(tmp_path / "b.csv", {0: 0.32, 1: 0.43, 2: 0.52, 3: 0.05})  # seed 3: B only
+    out_csv = tmp_path / "cmp.csv"
+    assert main(["compare", str(a), str(b), "--out", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    d = np.array([0.02, 0.03, 0.02])  # B - A on the shared seeds 0, 1, 2
+    p = 2 * stats.t.sf(d.mean() / (d.std(ddof=1) / math.sqrt(3)), 2)
+    assert f"{p:.3g}" == "0.0198"
+    # the table: means and difference over the 3 shared seeds, which the test used
+    row = next(line for line in out.splitlines() if line.strip().startswith("jane lag=5"))
+    assert row.split()[5:8] == ["0.400", "0.423", "+0.023"], row
+    assert "paired on 3 shared seeds" in row and row.rstrip().endswith("better")
+    better = out.split("better in B (1):")[1].split("worse in B")[0]
+    assert "accuracy 0.4 -> 0.4233 (p = 0.0198, paired on 3 shared seeds; means over those " \
+           "3, leaving out 1 seed only in B; over every seed 0.4 -> 0.33)" in better, better
+    assert "-0.070" not in out and "0.4 -> 0.33 (" not in out
+    c = pd.read_csv(out_csv).iloc[0]
+    assert c["mean_a"] == pytest.approx(0.4) and c["mean_b"] == pytest.approx(1.27 / 3)
+    assert c["diff"] == pytest.approx(d.mean()) and c["verdict"] == "better"
+    assert c["mean_a_all"] == pytest.approx(0.4) and c["mean_b_all"] == pytest.approx(0.33)
+    assert (c["n_a"], c["n_b"], c["n_paired"]) == (3, 4, 3)
+
+
+def _plan_store(path, done, status=None):
+    """A store whose suite lists jane at every lag of LAGS for alpha, beta and gamma over
+    SEEDS (27 jobs), holding records only for ``done`` ((model, lag, seed) triples);
+    ``status`` maps some of them to a status other than ok."""
+    status = status or {}
+    jobs = [{"hash": f"{m}-{lag}-{seed}", "task_label": "jane", "task_sweep": {"lag": lag},
+             "model_label": m, "model_sweep": {}}
+            for lag in LAGS for m in NORM for seed in SEEDS]
+    with Store(path) as store:
+        for i, (m, lag, seed) in enumerate(done):
+            n = NORM[m][lag][SEEDS.index(seed)]
+            r = _row(i, "jane-recall", "jane", {"lag": lag, "n_names": 10}, {"lag": lag}, m,
+                     seed, "accuracy", True, CHANCE + (1 - CHANCE) * n, CHANCE, 1.0,
+                     status=status.get((m, lag, seed), "ok"))
+            r["hash"] = f"{m}-{lag}-{seed}"
+            store.write(r)
+        store.write_suite("hand", "hand.toml", SUITE_TEXT, "digest-hand", "2024-01-01",
+                          jobs=jobs)
+    return path
+
+
+def test_a_sweep_of_which_one_lag_ran_is_still_lag_swept(tmp_path, capsys):
+    path = _plan_store(tmp_path / "s.sqlite", [(m, 2, s) for m in NORM for s in SEEDS])
+    assert main(["report", "--store", str(path), "--out", str(tmp_path / "rep"),
+                 "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    note = ("incomplete: 18 of 27 jobs of suite hand have no result yet; run the suite again "
+            "to finish them")
+    assert out.splitlines()[1] == note
+    assert "no lag-swept task" not in out
+    hz = out.split("memory horizon")[1].split("score (mean")[0]
+    assert "lag 2..10 (3)" in hz
+    assert "≥ 2 (lag 5, 10 not run)" in hz and "< 2 (lag 5, 10 not run)" in hz
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"**{note}**" in md and "≥ 2 (lag 5, 10 not run)" in md
+    assert note in (tmp_path / "rep" / "report.html").read_text()
+    assert note in (tmp_path / "rep" / "tables.tex").read_text()
+    score = out.split("score (mean")[1].split("normalised score")[0]
+    assert re.search(r"jane lag=10\s+-\s+-\s+-\s+not run\s+not run\s+not run", score), score
+
+
+def test_an_interrupted_suite_says_what_has_not_run(tmp_path, capsys):
+    done = ([("alpha", lag, s) for lag in LAGS for s in SEEDS]        # alpha: every job
+            + [("beta", lag, s) for lag in (2, 5) for s in SEEDS]     # beta: not lag 10
+            + [("gamma", 2, s) for s in SEEDS] + [("gamma", 5, 0)]    # gamma: 1 seed at 5
+            + [("gamma", 10, s) for s in SEEDS])                      # ... diverged at 10
+    diverged = {("gamma", 10, s): "diverged" for s in SEEDS}
+    path = _plan_store(tmp_path / "s.sqlite", done, diverged)
+    missing = 27 - len(done)
+    note = (f"incomplete: {missing} of 27 jobs of suite hand have no result yet; run the "
+            "suite again to finish them")
+    assert main(["results", "--store", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert note in out
+    row10 = next(line for line in out.splitlines() if line.startswith("jane lag=10"))
+    assert re.search(r"jane lag=10\s.*\s0\.\d{3}\s+not run\s+diverged$", row10), row10
+    row5 = next(line for line in out.splitlines() if line.startswith("jane lag=5"))
+    assert "(2 not run)" in row5
+    assert main(["results", "--store", str(path), "--errors"]) == 0
+    assert note in capsys.readouterr().out
+
+    with Store(path, create=False) as store:
+        df, plan = store.frame("hand"), report.suite_plan(store, "hand")
+    assert plan["has_record"].sum() == len(done) and len(plan) == 27
+    hz = report.memory_horizons(df, plan=plan).set_index("model_name")
+    assert hz.loc["alpha", "display"] == "≥ 10" and hz.loc["alpha", "missing"] == ""
+    # beta's horizon is over lags 2 and 5, the ones it ran, and says lag 10 has not run
+    b = hz.loc["beta"]
+    assert (b["lag_min"], b["lag_max"], b["n_lags"]) == (2, 5, 2)
+    assert b["missing"] == "lag 10 not run" and b["display"].endswith(
+        "(2/3 censored; lag 10 not run)")
+    assert hz.loc["gamma", "display"] == "< 2 (lag 10 diverged; lag 5: 2 of 3 seeds not run)"
+    table = report.horizon_table(report.memory_horizons(df, plan=plan))
+    assert table.loc["jane", "lags"] == "lag 2..10 (3)"
+    # without the job list (an older store) the statuses still count: gamma's lag 10
+    assert report.memory_horizons(df).set_index("model_name").loc["gamma", "missing"] \
+        == "lag 10 diverged"
+
+
+def test_report_on_a_model_skipped_everywhere_warns_nothing_and_shows_no_nan(tmp_path):
+    import warnings
+
+    rows = hand_rows()
+    for r in rows:  # diagnostics with an underflowed norm and a series with no values
+        if r["model"] == "alpha":
+            r["diagnostics"] = {"grad_decay": {"k": [1, 2, 3], "init": [1.0, 0.5, 0.25],
+                                               "trained": [1.0, 0.0, 0.0]}}
+        elif r["model"] == "gamma":
+            r["diagnostics"] = {"state_forgetting": {"k": [1, 2, 3], "tv": []}}
+    for i, r in enumerate([r for r in hand_rows() if r["model"] == "gamma"]):
+        r.update(hash=f"skip{i}", model="delta", model_label="delta", status="skipped",
+                 score=None, normalised=None, error="delta cannot take this data")
+        rows.append(r)
+    path = make_store(tmp_path / "s.sqlite", rows)
+    with Store(path, create=False) as store:
+        df = store.frame("hand")
+    out = tmp_path / "rep"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        text, files = report.write_report(df, out, suite="hand")
+    assert {"decay-jane-lag-2", "critical-difference", "lag-jane"} <= {
+        p.stem for p in (out / "figures").glob("*.png")}
+    nan = re.compile(r"\bnan\b", re.IGNORECASE)
+    for name, content in [("terminal", text)] + [
+            (n, (out / n).read_text()) for n in ("report.md", "tables.tex", "rank.html",
+                                                 "score.html", "report.html")]:
+        assert not nan.search(content), name
+    ranks = report.wide_tables(report.cell_stats(df))["rank"]
+    assert ranks.loc["mean rank (4 complete settings)", "delta"] == "-"
+    assert ranks.loc["jane lag=2", "delta"] == "skipped"

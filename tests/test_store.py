@@ -340,8 +340,12 @@ def test_compare_pairs_the_shared_seeds_when_the_seed_sets_differ():
     t = d.mean() / (d.std(ddof=1) / math.sqrt(3))  # paired t over the 3 shared seeds
     assert c["test"] == "paired" and c["n_paired"] == 3
     assert c["pvalue"] == pytest.approx(2 * stats.t.sf(abs(t), 2))
-    # the all-seed means would say B got worse; the paired test on shared seeds says better
-    assert c["diff"] < 0 and c["verdict"] == "better"
+    # the all-seed means would say B got worse; the paired test on shared seeds says better,
+    # and the means and difference shown are those of the shared seeds it tested
+    assert c["mean_b_all"] < c["mean_a_all"] and c["verdict"] == "better"
+    assert c["diff"] == pytest.approx(d.mean()) and c["diff"] > 0
+    assert c["mean_a"] == pytest.approx(np.mean([a_scores[s] for s in (0, 1, 2)]))
+    assert c["mean_b"] == pytest.approx(np.mean([b_scores[s] for s in (0, 1, 2)]))
     assert "paired on 3 shared seeds" in report.compare_text(report.compare(
         frame(a_scores), frame(b_scores)))
     # one shared seed: nothing to pair, Welch's test on every seed
