@@ -102,7 +102,7 @@ def _lstm_update(g, c):
 #: :func:`fused_cell` finds them, and W_hh's gradient as one product over all steps);
 #: ``"autograd"``, :func:`_autograd_recurrence`; ``"auto"`` (the default), "hand" where the
 #: fused kernels run (float32 on CUDA), else "autograd" (on the CPU, with no fused kernel,
-#: the written-out backward measures slower). Under bf16 autocast always "autograd".
+#: the written-out backward measures no faster). Under bf16 autocast always "autograd".
 RECURRENCE = "auto"
 
 _FUSED_CELL: dict[str, bool] = {}
