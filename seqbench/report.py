@@ -91,20 +91,9 @@ def suite_plan(store, suite: str) -> pd.DataFrame | None:
     list for ``suite`` (a store written before ``suite_jobs`` existed). ``store`` is an
     open :class:`seqbench.store.Store`; only read from.
     """
-    conn = store.conn
-    has_table = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-                             "AND name = 'suite_jobs'").fetchone()[0]
-    if not has_table:
+    plan = store.job_list(suite)
+    if plan is None:
         return None
-    plan = pd.read_sql_query(
-        "SELECT j.position, j.hash, j.task_label, j.task_sweep, j.model_label, j.model_sweep, "
-        "j.task_order, j.model_order, r.status FROM suite_jobs j "
-        "LEFT JOIN runs r ON r.hash = j.hash WHERE j.suite = ? ORDER BY j.position",
-        conn, params=(suite,))
-    if plan.empty:
-        return None
-    for col in ("task_sweep", "model_sweep"):
-        plan[col] = plan[col].map(lambda s: json.loads(s) if isinstance(s, str) else None)
     plan["has_record"] = plan["status"].notna()
     return setting_names(plan)
 

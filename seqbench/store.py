@@ -278,6 +278,26 @@ class Store:
                 first[n] = when or ""
         return sorted(names, key=lambda n: (n not in first, first.get(n, ""), n))
 
+    def job_list(self, suite: str) -> pd.DataFrame | None:
+        """The suite's current job list (``suite_jobs``, as of its latest run), whether or
+        not each job has a result yet: ``position``, ``hash``, ``task_label``,
+        ``task_sweep``, ``model_label``, ``model_sweep`` (sweeps decoded), ``task_order``,
+        ``model_order`` and ``status`` (the job's row's status; None without a row), in
+        the suite's order. None for a suite without one (a store written before
+        ``suite_jobs`` existed)."""
+        if "suite_jobs" not in self._tables:
+            return None
+        jobs = pd.read_sql_query(
+            "SELECT j.position, j.hash, j.task_label, j.task_sweep, j.model_label, "
+            "j.model_sweep, j.task_order, j.model_order, r.status FROM suite_jobs j "
+            "LEFT JOIN runs r ON r.hash = j.hash WHERE j.suite = ? ORDER BY j.position",
+            self.conn, params=(suite,))
+        if jobs.empty:
+            return None
+        for col in ("task_sweep", "model_sweep"):
+            jobs[col] = jobs[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
+        return jobs
+
     def frame(self, suite: str | None = None) -> pd.DataFrame:
         """The rows of one suite (every suite, one after another, if None) as a
         DataFrame, JSON columns decoded.
