@@ -173,6 +173,9 @@ def _cmd_compare(args) -> int:
                             + (f" for suite {args.suite!r}" if args.suite else ""))
     cmp = compare(a, b, alpha=args.alpha)
     print(compare_text(cmp, str(args.a), str(args.b)))
+    for side, path, df in (("A", args.a, a), ("B", args.b, b)):
+        if df.attrs.get("incomplete"):
+            print(f"{side} ({path}): {df.attrs['incomplete']}")
     if args.out:
         try:
             cmp.to_csv(args.out, index=False)

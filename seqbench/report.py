@@ -719,10 +719,12 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
     ``suite`` is None (cells of different suites are not merged); a ``suite`` the input
     does not hold; two rows for one (setting, model, seed), or for one (setting, model)
     in a cells.csv (never one of them silently); a seed, score, mean, sd or n_ok that
-    is not a number."""
+    is not a number. From a store whose suite has jobs with no result yet, ``attrs``
+    ``"incomplete"`` holds :func:`incomplete_note`'s line (else None)."""
     from .store import Store
 
     p = Path(path)
+    note = None
     if not p.is_file():
         raise SeqbenchError(f"compare: {path}: no such file (expected a store or a CSV)")
     if p.suffix.lower() == ".csv":
@@ -747,11 +749,16 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
         df["higher_is_better"] = df["higher_is_better"].astype(bool)
     else:
         with Store(p, create=False) as store:
-            _check_suite(path, "store", store.suite_names(), suite)
+            names = store.suite_names()
+            _check_suite(path, "store", names, suite)
             df = store.frame(suite)
+            name = suite if suite is not None else (names[0] if names else None)
+            note = incomplete_note(suite_plan(store, name), name) if name else None
         df = runs_frame(setting_names(df))
     _check_unique(df, path)
-    return df.reset_index(drop=True)
+    df = df.reset_index(drop=True)
+    df.attrs["incomplete"] = note  # a store's suite with jobs not run yet: one line
+    return df
 
 
 def _check_suite(path, kind: str, names: list[str], suite: str | None) -> None:

@@ -426,6 +426,12 @@ def test_an_interrupted_suite_says_what_has_not_run(tmp_path, capsys):
     assert "(2 not run)" in row5
     assert main(["results", "--store", str(path), "--errors"]) == 0
     assert note in capsys.readouterr().out
+    # compare says which side is incomplete (here B, against a complete A)
+    full = _plan_store(tmp_path / "full.sqlite", [(m, lag, s) for m in NORM for lag in LAGS
+                                                   for s in SEEDS])
+    assert main(["compare", str(full), str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"B ({path}): {note}" in lines and not any(x.startswith("A (") for x in lines)
 
     with Store(path, create=False) as store:
         df, plan = store.frame("hand"), report.suite_plan(store, "hand")
