@@ -201,6 +201,8 @@ def hand_loop(data, device: str, hidden: int, batch: int, steps: int, lr: float,
     import torch
     from torch import nn
 
+    from seqbench.models.recurrent import _many_to_one
+
     dev = torch.device(device)
     torch.manual_seed(seed)
     tokens = data.input_kind == "tokens"
@@ -219,7 +221,7 @@ def hand_loop(data, device: str, hidden: int, batch: int, steps: int, lr: float,
     # many-to-one data (only the last step scored, as in Jane recall and the adding
     # problem): take the last step, as one would by hand; else a boolean mask (which
     # waits for the device on a GPU)
-    last_only = bool(data.mask[:, -1].all() and not data.mask[:, :-1].any())
+    last_only = _many_to_one(data.mask)
     gen = torch.Generator().manual_seed(seed)
     N = X.shape[0]
     per_epoch = N // batch

@@ -314,15 +314,16 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     return cells
 
 
-def wide_tables(cells: pd.DataFrame,
-                plan: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+def wide_tables(cells: pd.DataFrame, plan: pd.DataFrame | None = None,
+                friedman: dict | None = None) -> dict[str, pd.DataFrame]:
     """Task settings x models, as display strings: ``score`` (mean ± 95 % CI half-width),
     ``normalised`` (the same for the normalised score) and ``rank`` (with a last row,
     the mean rank over the settings where every model finished; ``-`` for a model that
     finished on none of them, e.g. one skipped on every task). Rows and columns in the
     suite's order (:func:`in_order`). Given the suite's job list (``plan``,
     :func:`suite_plan`), a cell none of whose jobs has a result yet reads ``not run``
-    and a score with some jobs still to run says how many (``(1 not run)``)."""
+    and a score with some jobs still to run says how many (``(1 not run)``).
+    ``friedman``: :func:`friedman_nemenyi` of ``cells`` when the caller has it already."""
     if cells.empty:
         return {}
     settings, models = _layout(cells, plan)
@@ -357,7 +358,7 @@ def wide_tables(cells: pd.DataFrame,
         score_rows.append(srow)
         norm_rows.append(nrow)
         rank_rows.append(rrow)
-    fr = friedman_nemenyi(cells)
+    fr = friedman_nemenyi(cells) if friedman is None else friedman
     if fr["mean_ranks"] is not None:
         rank_rows.append({"task": f"mean rank ({fr['n_blocks']} complete settings)",
                           **{m: _mean_rank(fr["mean_ranks"], m) for m in models}})
@@ -611,7 +612,8 @@ def _missing_lags(jobs: pd.DataFrame, dep: str) -> str:
 
 
 def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL,
-                    plan: pd.DataFrame | None = None) -> pd.DataFrame:
+                    plan: pd.DataFrame | None = None,
+                    points: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per model and lag-swept task family: the memory horizon, the longest dependency
     length at which the normalised score stays >= ``level`` (see :func:`crossing`),
     computed per seed and then averaged with a 95 % t interval over seeds.
@@ -629,8 +631,9 @@ def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL,
     seeds not run``; ``""`` if none), and ``display`` repeats it. A model listed for a
     family with no finished job in it gets a row too: ``display`` is the status of its
     jobs (``not run`` where they have no result yet) and the horizon NaN.
+    ``points``: :func:`lag_points` of ``df`` and ``plan`` when the caller has them already.
     """
-    pts = lag_points(df, plan)
+    pts = lag_points(df, plan) if points is None else points
     jobs = swept_jobs(df, plan)
     cols = ["family", "dep", "model_name", "lag_min", "lag_max", "n_lags", "n_seeds",
             "horizon", "ci", "n_right", "n_left", "per_seed", "display", "missing",
@@ -1045,10 +1048,12 @@ def suite_report(df: pd.DataFrame, plan: pd.DataFrame | None = None,
     suite's jobs have no result yet). ``plan``: the suite's job list
     (:func:`suite_plan`), which lets the tables and horizons show what has not run."""
     cells = cell_stats(df)
-    hz = memory_horizons(df, plan=plan)
-    return {"cells": cells, "tables": wide_tables(cells, plan),
-            "points": lag_points(df, plan), "horizons": hz, "horizon_table": horizon_table(hz),
-            "friedman": friedman_nemenyi(cells), "incomplete": incomplete_note(plan, suite)}
+    points = lag_points(df, plan)
+    fr = friedman_nemenyi(cells)
+    hz = memory_horizons(df, plan=plan, points=points)
+    return {"cells": cells, "tables": wide_tables(cells, plan, fr), "points": points,
+            "horizons": hz, "horizon_table": horizon_table(hz), "friedman": fr,
+            "incomplete": incomplete_note(plan, suite)}
 
 
 NO_HORIZON = "(no lag-swept task in this suite)"

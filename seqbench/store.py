@@ -292,11 +292,7 @@ class Store:
             "j.model_sweep, j.task_order, j.model_order, r.status FROM suite_jobs j "
             "LEFT JOIN runs r ON r.hash = j.hash WHERE j.suite = ? ORDER BY j.position",
             self.conn, params=(suite,))
-        if jobs.empty:
-            return None
-        for col in ("task_sweep", "model_sweep"):
-            jobs[col] = jobs[col].map(lambda v: json.loads(v) if isinstance(v, str) else None)
-        return jobs
+        return None if jobs.empty else self._decode(jobs, ("task_sweep", "model_sweep"))
 
     def frame(self, suite: str | None = None) -> pd.DataFrame:
         """The rows of one suite (every suite, one after another, if None) as a
@@ -333,8 +329,8 @@ class Store:
         return self._decode(df)
 
     @staticmethod
-    def _decode(df: pd.DataFrame) -> pd.DataFrame:
-        for col in JSON_COLUMNS:
+    def _decode(df: pd.DataFrame, cols: tuple[str, ...] = JSON_COLUMNS) -> pd.DataFrame:
+        for col in cols:
             df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else None)
         return df
 

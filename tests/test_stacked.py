@@ -319,18 +319,29 @@ def test_member_splits_layouts_agree_and_cpu_keeps_no_copy(kind, seed):
         np.testing.assert_array_equal(x[m].numpy(), d.X[rows].astype(x.numpy().dtype))
 
 
+def stacked_batch(kind: str, M: int, B: int, T: int, H: int = 4, num_layers: int = 1,
+                  device: str = "cpu", dtype=torch.float32):
+    """A stacked module of M LSTMs (hidden size H, seeds 0..M-1) and one batch of its
+    members' rows 0..B-1 of ``_data(m, kind)`` (in ``dtype``): (module, x, y, mask)."""
+    from seqbench.models.stacked import _stacked_module
+
+    datas = [_data(s, kind, N=B, T=T) for s in range(M)]
+    nets = [LSTMModel(hidden_size=H, num_layers=num_layers, random_state=s)
+            ._initial_net(d, torch.device(device)) for s, d in enumerate(datas)]
+    module = _stacked_module()(nets).to(dtype)
+    splits = MemberSplits(datas, torch.device(device), stacked=True)
+    x, y, mk = splits.rows(torch.arange(B, device=device).repeat(M, 1))
+    if kind.startswith("real"):
+        x, y = x.to(dtype), y.to(dtype)
+    return module, x, y, mk
+
+
 def _backward_bytes(T: int, M: int = 2, B: int = 8, H: int = 4) -> int:
     """Bytes allocated by the backward pass of one stacked training batch of length T."""
     from torch.profiler import ProfilerActivity, profile
 
-    from seqbench.models.stacked import _stacked_module
-
-    datas = [_data(s, "real", N=B, T=T) for s in range(M)]
-    nets = [LSTMModel(hidden_size=H, random_state=s)._initial_net(d, torch.device("cpu"))
-            for s, d in enumerate(datas)]
-    stacked = _stacked_module()(nets)
-    splits = MemberSplits(datas, torch.device("cpu"), stacked=True)
-    loss, _ = stacked.member_losses(*splits.rows(torch.arange(B).repeat(M, 1)), False)
+    stacked, x, y, mk = stacked_batch("real", M, B, T, H)
+    loss, _ = stacked.member_losses(x, y, mk, False)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         loss.sum().backward()
     return sum(max(0, e.self_cpu_memory_usage) for e in prof.key_averages())
@@ -385,14 +396,8 @@ def stacked_losses(kind: str, num_layers: int, T: int, last: bool, recurrence: s
     from seqbench.models import stacked as st
 
     monkeypatch.setattr(st, "RECURRENCE", recurrence)
-    datas = [_data(s, kind + ("-last" if last else ""), N=B, T=T) for s in range(M)]
-    nets = [LSTMModel(hidden_size=4, num_layers=num_layers, random_state=s)
-            ._initial_net(d, torch.device(device)) for s, d in enumerate(datas)]
-    module = st._stacked_module()(nets).to(dtype)
-    splits = MemberSplits(datas, torch.device(device), stacked=True)
-    x, y, mk = splits.rows(torch.arange(B, device=device).repeat(M, 1))
-    x = x.to(dtype) if kind == "real" else x
-    y = y if kind == "tokens" else y.to(dtype)
+    module, x, y, mk = stacked_batch(kind + ("-last" if last else ""), M, B, T,
+                                     num_layers=num_layers, device=device, dtype=dtype)
     loss, _ = module.member_losses(x, y, mk, kind == "tokens", last)
     loss.sum().backward()
     with torch.no_grad():  # the evaluation path: no graph, nothing saved
@@ -483,12 +488,8 @@ def test_backward_by_hand_runs_once_per_forward(monkeypatch):
     from seqbench.models import stacked as st
 
     monkeypatch.setattr(st, "RECURRENCE", "hand")
-    datas = [_data(s, "real", N=4, T=5) for s in range(2)]
-    nets = [LSTMModel(hidden_size=4, random_state=s)._initial_net(d, torch.device("cpu"))
-            for s, d in enumerate(datas)]
-    module = st._stacked_module()(nets)
-    splits = MemberSplits(datas, torch.device("cpu"), stacked=True)
-    loss, _ = module.member_losses(*splits.rows(torch.arange(4).repeat(2, 1)), False)
+    module, x, y, mk = stacked_batch("real", 2, 4, 5)
+    loss, _ = module.member_losses(x, y, mk, False)
     loss.sum().backward(retain_graph=True)
     with pytest.raises(SeqbenchError, match="runs once per forward pass"):
         loss.sum().backward()

@@ -88,13 +88,15 @@ PER_MEMBER = ("random_state", "lr", "weight_decay", "clip_norm", "patience", "ma
 
 def _lstm_update(g, c):
     """One LSTM step from its gate pre-activations ``g`` (..., 4H), in torch's gate order
-    i, f, g, o, and C_{t-1} ``c`` (..., H): (h_t, C_t)."""
+    i, f, g, o, and C_{t-1} ``c`` (..., H): (h_t, C_t, saved), ``saved`` the activated
+    gates and tanh(C_t), (i, f, C~, o, tanh C_t), which :func:`_pointwise_back` takes."""
     import torch
 
     i, f, gg, o = g.chunk(4, dim=-1)
-    i, f, o = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o)
-    c = f * c + i * torch.tanh(gg)  # C_t = f_t * C_{t-1} + i_t * C~_t
-    return o * torch.tanh(c), c  # h_t = o_t * tanh(C_t)
+    i, f, o, gg = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(gg)
+    c = f * c + i * gg  # C_t = f_t * C_{t-1} + i_t * C~_t
+    tc = torch.tanh(c)
+    return o * tc, c, (i, f, gg, o, tc)  # h_t = o_t * tanh(C_t)
 
 
 #: how the stacked module runs each layer's recurrence: ``"hand"``, :func:`_recurrence`
@@ -160,11 +162,7 @@ def _pointwise(gx_t, hg, c, fused: bool):
     if fused:
         h, c, gates = torch.ops.aten._thnn_fused_lstm_cell(gx_t, hg, c)
         return h, c, (gates,)
-    i, f, gg, o = (gx_t + hg).chunk(4, dim=-1)
-    i, f, o, gg = torch.sigmoid(i), torch.sigmoid(f), torch.sigmoid(o), torch.tanh(gg)
-    c = f * c + i * gg  # C_t = f_t * C_{t-1} + i_t * C~_t
-    tc = torch.tanh(c)
-    return o * tc, c, (i, f, gg, o, tc)  # h_t = o_t * tanh(C_t)
+    return _lstm_update(gx_t + hg, c)
 
 
 def _pointwise_back(dh, dc, c_prev, c, saved, fused: bool):
@@ -248,7 +246,7 @@ def _autograd_recurrence(gx, w_hh, keep: bool):
     c = gx.new_zeros(M, B, G // 4)
     outs = []
     for t in range(T):
-        h, c = _lstm_update(torch.baddbmm(steps[t], h, w_t), c)  # + W_hh h_{t-1}
+        h, c, _ = _lstm_update(torch.baddbmm(steps[t], h, w_t), c)  # + W_hh h_{t-1}
         if keep:
             outs.append(h)
     return torch.stack(outs, dim=2) if keep else h.unsqueeze(2)
@@ -904,7 +902,7 @@ def _members_cell_step(cores):
         for layer in range(L):
             h, c = parts[layer], parts[L + layer]
             g = torch.baddbmm(torch.baddbmm(bias[layer], x, w_ih[layer]), h, w_hh[layer])
-            h, c = _lstm_update(g, c)
+            h, c, _ = _lstm_update(g, c)
             hs.append(h)
             cs.append(c)
             x = h  # the next layer's input
