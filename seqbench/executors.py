@@ -68,7 +68,7 @@ from typing import Any
 from . import registry
 from .errors import SeqbenchError
 from .provenance import device_name
-from .runner import _now, run_job_with_timeout, run_unit, stopped_record
+from .runner import _now, limit_threads, run_job_with_timeout, run_unit, stopped_record
 
 # -- routing ------------------------------------------------------------------------------
 
@@ -190,15 +190,7 @@ def _worker_main(conn, threads: int, path: list[str], extras: dict[str, dict[str
             sys.path.append(entry)
     for var in THREAD_ENV:
         os.environ[var] = str(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(threads)  # BLAS/OpenMP pools already loaded by numpy
-    except ImportError:  # pragma: no cover
-        pass
-    import torch
-
-    torch.set_num_threads(threads)
+    limit_threads(threads)  # torch, and the BLAS/OpenMP pools numpy has loaded already
     for kind, reg in (("models", registry.models), ("tasks", registry.tasks)):
         for name, cls in extras.get(kind, {}).items():
             reg._extra[name] = cls
@@ -421,13 +413,17 @@ class LocalExecutor:
 # -- Dask -------------------------------------------------------------------------------------
 
 
+#: the thread count this Dask worker process was set to (None: not yet)
+_dask_threads: int | None = None
+
+
 def _dask_task(job: dict[str, Any], threads: int,
                extras: dict[str, dict[str, type]]) -> dict[str, Any]:
     """One job on a Dask worker (runs in a worker thread)."""
-    import torch
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
+    global _dask_threads
+    if _dask_threads != threads:  # once per worker process: torch and the BLAS pools
+        limit_threads(threads)
+        _dask_threads = threads
     for kind, reg in (("models", registry.models), ("tasks", registry.tasks)):
         for name, cls in extras.get(kind, {}).items():
             reg._extra.setdefault(name, cls)

@@ -181,6 +181,13 @@ def measured(body: Callable[[], None]) -> dict[str, Any]:
     return out
 
 
+#: what a job may raise and still be recorded (as ``failed``, ``skipped`` or ``diverged``):
+#: any Exception, and SystemExit, so that a model calling ``sys.exit`` fails its own job
+#: only, in the seqbench process (inline) as in a worker. Ctrl-C (KeyboardInterrupt) and
+#: a time limit (:class:`JobTimeout`) pass through.
+JOB_ERRORS = (Exception, SystemExit)
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Run one job: sample the task's splits, fit the model, score it on the test split."""
     record = base_record(job)
@@ -197,7 +204,7 @@ def _run_job_into(job: dict[str, Any], record: dict[str, Any]) -> None:
         model.fit(train, valid, shape=spec.shape)
         record["fit_s"] = time.perf_counter() - fit0
         score_job(model, task, test, record)
-    except Exception as exc:  # a failing job must not take the suite down
+    except JOB_ERRORS as exc:  # a failing job must not take the suite down
         record_failure(record, exc)
 
 
@@ -237,7 +244,7 @@ def score_job(model, task, test, record: dict[str, Any],
     record["status"] = "ok"
 
 
-def record_failure(record: dict[str, Any], exc: Exception) -> None:
+def record_failure(record: dict[str, Any], exc: BaseException) -> None:
     """The status and error of a job that raised: ``skipped`` (incompatible), ``diverged``
     or ``failed`` (with the last traceback lines)."""
     if isinstance(exc, IncompatibleError):
@@ -343,6 +350,30 @@ def run_job_with_timeout(job: dict[str, Any]) -> dict[str, Any] | list[dict[str,
     return record
 
 
+def limit_threads(threads: int) -> Callable[[], None]:
+    """Run this process's numerical code on ``threads`` threads: torch's intra-op pool and
+    the BLAS/OpenMP pools numpy and scipy have loaded (through threadpoolctl), so that a
+    job gives the same numbers whichever executor runs it. Returns a function that puts
+    the previous settings back."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        pools = threadpool_limits(limits=threads)
+    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+        pools = None
+
+    def restore() -> None:
+        if pools is not None:
+            pools.restore_original_limits()
+        torch.set_num_threads(previous)
+
+    return restore
+
+
 class InlineExecutor:
     """Runs jobs one after another in the driver process (for debugging); a job past its
     time limit is interrupted in the driver's thread (see :func:`run_job_with_timeout`)."""
@@ -357,10 +388,7 @@ class InlineExecutor:
         """Nothing to reach: the driver runs the jobs."""
 
     def run(self, jobs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        import torch
-
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
+        restore = limit_threads(self.threads)
         try:
             for job in jobs:
                 self.running = 1
@@ -369,7 +397,7 @@ class InlineExecutor:
                 yield record  # a list of records for a stack job
         finally:
             self.running = 0
-            torch.set_num_threads(previous)
+            restore()
 
 
 def select_jobs(

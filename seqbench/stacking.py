@@ -47,6 +47,7 @@ from . import registry
 from .errors import SeqbenchError
 from .provenance import device_name
 from .runner import (
+    JOB_ERRORS,
     base_record,
     measured,
     prepare_job,
@@ -149,7 +150,7 @@ def _run_stack_into(members: list[dict[str, Any]], records: list[dict[str, Any]]
     for i, (job, record) in enumerate(zip(members, records)):
         try:
             task, spec, splits, model = prepare_job(job, record)
-        except Exception as exc:  # noqa: BLE001 - one member must not take the stack down
+        except JOB_ERRORS as exc:  # noqa: BLE001 - one member must not take the stack down
             record_failure(record, exc)
             continue
         train, valid, _ = splits
@@ -165,7 +166,7 @@ def _run_stack_into(members: list[dict[str, Any]], records: list[dict[str, Any]]
                 fitted = fit_stacked([g[4] for g in group], [g[3][0] for g in group],
                                      None if group[0][3][1] is None else
                                      [g[3][1] for g in group], shape=group[0][2].shape)
-        except Exception as exc:  # noqa: BLE001 - a failed fit fails its members only
+        except JOB_ERRORS as exc:  # noqa: BLE001 - a failed fit fails its members only
             for i, *_ in group:
                 record_failure(records[i], exc)
             continue
@@ -179,7 +180,7 @@ def _run_stack_into(members: list[dict[str, Any]], records: list[dict[str, Any]]
             try:
                 score_job(model, task, test, records[i],
                           None if decay is None else model.decay_diagnostics(decay))
-            except Exception as exc:  # noqa: BLE001
+            except JOB_ERRORS as exc:  # noqa: BLE001
                 record_failure(records[i], exc)
 
 

@@ -9,6 +9,7 @@ models in every worker.
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -21,6 +22,27 @@ class ExitingModel(ChanceBaseline):
 
     def _fit(self, data, valid):
         os._exit(3)
+
+
+class SysExitModel(ChanceBaseline):
+    """Calls ``sys.exit(5)`` inside fit, as a script-like plugin might."""
+
+    def _fit(self, data, valid):
+        sys.exit(5)
+
+
+class ThreadsModel(ChanceBaseline):
+    """Fails unless every BLAS/OpenMP pool of its process runs as many threads as torch
+    does (what the executors set for a job)."""
+
+    def _fit(self, data, valid):
+        import torch
+        from threadpoolctl import threadpool_info
+
+        pools = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+        if any(n != torch.get_num_threads() for n in pools.values()):
+            raise RuntimeError(f"torch threads {torch.get_num_threads()}, pools {pools}")
+        super()._fit(data, valid)
 
 
 class RaisingModel(ChanceBaseline):
@@ -60,4 +82,5 @@ class HungryModel(ChanceBaseline):
 
 
 MODELS = {"test-exit": ExitingModel, "test-raise": RaisingModel, "test-sleep": SleepingModel,
-          "test-hungry": HungryModel}
+          "test-hungry": HungryModel, "test-sysexit": SysExitModel,
+          "test-threads": ThreadsModel}

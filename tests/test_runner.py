@@ -204,6 +204,42 @@ def test_thread_interrupt_timeouts_inline_and_on_dask(tmp_path, request, executo
     assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
 
 
+SYSEXIT = MIXED.replace("test-sleep", "test-sysexit").replace("seconds = 60.0", "")
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_job_calling_sys_exit_fails_alone(tmp_path, executor):
+    """A model that calls sys.exit(5) fails its own job, in the seqbench process
+    (inline) as in a worker; the run goes on and the other jobs finish."""
+    store = tmp_path / "s.sqlite"
+    summary = run(SYSEXIT, store, make_executor(executor, 1))
+    got = {r["model"]: r for r in rows(store)}
+    assert summary["failed"] == 2 and summary["ok"] == 2
+    assert got["test-sysexit"]["status"] == "failed"
+    assert got["test-sysexit"]["error"].startswith("SystemExit: 5")
+    assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
+
+
+THREADS = MIXED.replace("test-sleep", "test-threads").replace("seconds = 60.0", "")
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_jobs_run_their_blas_pools_on_the_executors_thread_count(tmp_path, executor):
+    """Every executor runs a job with torch and the BLAS/OpenMP pools at its thread count
+    (numbers that go through BLAS must not depend on which executor ran them), even when
+    the seqbench process itself runs more BLAS threads; inline puts them back after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    store = tmp_path / "s.sqlite"
+    with threadpool_limits(limits=2):
+        before = [p["num_threads"] for p in threadpool_info()]
+        run(THREADS, store, make_executor(executor, 1))
+        after = [p["num_threads"] for p in threadpool_info()]
+    got = {r["model"]: r for r in rows(store)}
+    assert got["test-threads"]["status"] == "ok", got["test-threads"]["error"]
+    assert after == before and 2 in before
+
+
 def test_retry_failed_and_force(tmp_path, capsys):
     suite = write(tmp_path, MIXED.replace("seconds = 60.0", "seconds = 0.0"))
     store = tmp_path / "s.sqlite"
