@@ -19,6 +19,7 @@ from seqbench.models.kalman import (
     LDSParams,
     LocalLevel,
     LocalLinearTrend,
+    delay_embedding,
     engine_bytes,
     filterpy_filter_smoother,
     kalman_filter,
@@ -323,6 +324,57 @@ def test_lds_bad_input(rng):
         LDSModel(init="svd").fit(data)
     with pytest.raises(SeqbenchError, match="not fitted"):
         LDSModel().predict(data.X)
+
+
+# -- short sequences -------------------------------------------------------------------------
+def test_delay_embedding_is_the_literal_lags(rng):
+    """Row (i, t) is [v_t, v_{t-1}, ..., v_{t-h+1}] of sequence i, zeros before the start,
+    for lags within the sequence (h <= T + 1, as before) and beyond it (h >= T + 2)."""
+    for T in range(1, 5):
+        v = rng.normal(size=(3, T, 2))  # (N, T, d)
+        for h in range(1, T + 4):
+            E = delay_embedding(v, h).reshape(3, T, h, 2)
+            for t in range(T):
+                for j in range(h):
+                    want = v[:, t - j] if t - j >= 0 else np.zeros((3, 2))
+                    np.testing.assert_array_equal(E[:, t, j], want)
+
+
+def short_data(rng, kind: str, N: int, T: int) -> SeqData:
+    """Forecasting reals (dim v = 1), real inputs to real targets (dim v = 1) or forecasting
+    tokens of 3 symbols (dim v = 2), every step scored."""
+    mask = np.ones((N, T), bool)
+    if kind == "forecasting":
+        y = np.cumsum(rng.normal(size=(N, T + 1, 1)), axis=1)
+        return SeqData(y[:, :-1], y[:, 1:], mask, forecasting=True)
+    if kind == "inputs":
+        X = rng.normal(size=(N, T, 1))
+        return SeqData(X, 2 * X + 0.1 * rng.normal(size=(N, T, 1)), mask)
+    x = rng.integers(0, 3, (N, T + 1))
+    return SeqData(x[:, :-1], x[:, 1:], mask, input_size=3, target_size=3, forecasting=True)
+
+
+@pytest.mark.parametrize("kind", ["forecasting", "inputs", "tokens"])
+@pytest.mark.parametrize("init", ["auto", "pca", "random"])
+def test_lds_fits_sequences_shorter_than_its_delay_embedding(rng, kind, init):
+    """The PCA start embeds h = ceil(n_states / dim v) lags (at least 2 for inputs); h up
+    to T + 1 always worked, h >= T + 2 used to fail to concatenate. Every h from T to
+    T + 3 gives finite parameters of n_states states and finite predictions."""
+    dim_v = 2 if kind == "tokens" else 1
+    for T in (1, 2, 3):
+        data = short_data(rng, kind, N=12, T=T)
+        for h in range(max(T, 2 if kind == "inputs" else 1), T + 4):
+            n = h * dim_v  # ceil(n / dim v) = h
+            model = LDSModel(n_states=n, max_iter=5, init=init, random_state=0).fit(data)
+            p = model.params_
+            assert p.A.shape == (n, n) and p.C.shape[1] == n, (T, h)
+            assert all(np.isfinite(M).all() for M in (p.A, p.B, p.C, p.D, p.Q, p.R, p.P0))
+            assert np.isfinite(model.loglik_), (T, h)
+            pred = model.predict(short_data(rng, kind, N=4, T=T).X)
+            if kind == "tokens":
+                assert pred.shape == (4, T) and ((pred >= 0) & (pred < 3)).all()
+            else:
+                assert pred.shape == (4, T, 1) and np.isfinite(pred).all(), (T, h)
 
 
 # -- chunks ----------------------------------------------------------------------------------

@@ -627,6 +627,17 @@ def _one_hot(ids: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def delay_embedding(v: np.ndarray, h: int) -> np.ndarray:
+    """The delay embedding [v_t, v_{t-1}, ..., v_{t-h+1}] of every step t, v_s = 0 before
+    the start (s < 0): (N, T, d) -> (N T, h d), rows in (sequence, step) order. A lag
+    j >= T reaches before the start at every step, so its block is all zeros: h may exceed
+    T (the embedding keeps its h d columns; they carry at most T d directions)."""
+    N, T, d = v.shape
+    lags = [np.concatenate([np.zeros((N, min(j, T), d)), v[:, : max(T - j, 0)]], axis=1)
+            for j in range(h)]  # v_{t-j}: j zeros (at most T), then v_0 .. v_{T-1-j}
+    return np.concatenate(lags, axis=2).reshape(N * T, h * d)
+
+
 def _state_decay(A: np.ndarray, T: int) -> dict[str, list]:
     """||A^k||_2 for k = 0..T: how fast the state forgets (the linear vanishing gradient)."""
     ks, norms = [], []
@@ -679,9 +690,12 @@ class LDSModel(SeqModel):
     * ``"pca"``: the states are the first ``n_states`` principal components of a delay
       embedding [v_t, v_{t-1}, ..., v_{t-h+1}] of the observation stream (forecasting)
       or of the input stream (otherwise), with h = ceil(n_states / dim v) (at least 2
-      for inputs); A, B (least squares of s_t on [s_{t-1}, u_t], A shrunk to spectral
-      radius <= 0.99) and Q (the residual covariance plus 10% of the state variance)
-      come from those states.
+      for inputs) and v_s = 0 before the start (:func:`delay_embedding`); A, B (least
+      squares of s_t on [s_{t-1}, u_t], A shrunk to spectral radius <= 0.99) and Q (the
+      residual covariance plus 10% of the state variance) come from those states. On
+      sequences of T < h steps the lags j >= T are all zeros, so the embedding has at
+      most T dim v directions of variance; states beyond those start at (numerically)
+      zero, their Q still 10% of the state variance.
     * ``"random"``: a random stable reservoir seeded by ``random_state``: A diagonal with
       time constants 1 / (1 - a_i) log-spaced from 1.5 to T, B Gaussian with row i
       scaled by sqrt(1 - a_i^2), Q 10% of the state variance; the states are the
@@ -837,10 +851,7 @@ class LDSModel(SeqModel):
 
             def embedding(U: np.ndarray, Y: np.ndarray) -> np.ndarray:
                 v = Y if self.forecasting_ else U[..., :-1]  # (Nc, T, d)
-                Nc = len(v)
-                lags = [np.concatenate([np.zeros((Nc, j, d)), v[:, : T - j]], axis=1)
-                        for j in range(h)]
-                return np.concatenate(lags, axis=2).reshape(Nc * T, h * d)  # delay embedding
+                return delay_embedding(v, h)  # (Nc T, h d)
 
             E_sum = np.zeros(h * d)
             for idx in chunks:
