@@ -289,6 +289,24 @@ def test_unseen_tokens_keep_finite_predictions(rng):
         np.testing.assert_allclose(P.sum(-1), 1.0)
 
 
+@pytest.mark.parametrize("mode", ["readout", "supervised"])
+def test_zero_pseudocount_is_refused_for_tokens_and_kept_for_real_inputs(rng, mode):
+    """At pseudocount 0 a token unseen in training has probability 0 in every state (its
+    posterior 0/0: NaN); real inputs keep 0 (maximum-likelihood counts), finite."""
+    X = rng.integers(0, 3, (30, 10))  # symbols 3..5 never occur in training
+    Z = rng.integers(0, 2, (30, 10))
+    model = HiddenMarkov(n_states=2, mode=mode, n_init=1, pseudocount=0, random_state=0)
+    tokens = SeqData(X, Z, np.ones(X.shape, bool), input_size=6, target_size=2)
+    with pytest.raises(SeqbenchError, match=r"'pseudocount': expected a float > 0 for token "
+                                            r"inputs \(at 0 a token unseen in training"):
+        model.fit(tokens)
+    real = SeqData(X[..., None] + rng.normal(size=(30, 10, 1)), Z, np.ones(X.shape, bool),
+                   target_size=2)
+    P = clone(model).fit(real).predict_proba(rng.normal(size=(5, 10, 1)) * 5)
+    assert np.isfinite(P).all()
+    np.testing.assert_allclose(P.sum(-1), 1.0)
+
+
 def test_state_forgetting_matches_the_two_state_closed_form(casino_data):
     _, train, _ = casino_data
     model = HiddenMarkov().fit(train)

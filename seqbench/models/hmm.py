@@ -209,7 +209,11 @@ class HiddenMarkov(SeqModel):
         EM stops.
     covariance_type : Gaussian emissions: "diag", "full", "spherical" or "tied".
     pseudocount : Dirichlet prior counts added to start, transition and categorical
-        emission counts (EM and supervised counting alike).
+        emission counts (EM and supervised counting alike). Token inputs need
+        ``pseudocount > 0``: at 0 a token unseen in training would have probability 0
+        in every state, so a sequence holding it would have likelihood 0 and no
+        posterior (NaN). Real inputs accept 0 (maximum-likelihood start and transition
+        estimates).
     C : inverse L2 penalty of the logistic readout (class targets, readout mode).
     alpha : ridge penalty of the linear readout (real targets, readout mode).
     random_state : seed of the EM initialisations.
@@ -431,6 +435,10 @@ class HiddenMarkov(SeqModel):
     # -- fitting -----------------------------------------------------------------------
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         self._check_params()
+        # the one range that depends on the data (_check_params sees the values alone)
+        _need(self, data.input_kind != "tokens" or self.pseudocount > 0, "pseudocount",
+              "a float > 0 for token inputs (at 0 a token unseen in training would have "
+              "probability 0 in every state)")
         mode = self._resolve_mode(data)
         self.mode_ = mode
         # generative and forecast predictions are filtered by construction
