@@ -23,24 +23,15 @@ from scipy import stats
 
 from .data import normalised_score
 from .errors import SeqbenchError
-
-
-def _fmt_params(d: dict | None) -> str:
-    if not d:
-        return ""
-    return " ".join(f"{k}={v}" for k, v in sorted(d.items()))
+from .suite import display_name
 
 
 def setting_names(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``setting`` (task label and swept parameters) and ``model_name`` (model label and
     swept parameters) columns used to lay out tables."""
     df = df.copy()
-    df["setting"] = [
-        (t + " " + _fmt_params(s)).strip() for t, s in zip(df["task_label"], df["task_sweep"])
-    ]
-    df["model_name"] = [
-        (m + " " + _fmt_params(s)).strip() for m, s in zip(df["model_label"], df["model_sweep"])
-    ]
+    df["setting"] = [display_name(t, s) for t, s in zip(df["task_label"], df["task_sweep"])]
+    df["model_name"] = [display_name(m, s) for m, s in zip(df["model_label"], df["model_sweep"])]
     return df
 
 
@@ -504,7 +495,7 @@ def _dep_params(jobs: pd.DataFrame) -> dict[str, str]:
 
 def _family(label: str, sweep: dict, dep: str) -> str:
     """A lag-swept family: the task label and its sweeps other than the dependency one."""
-    return (label + " " + _fmt_params({k: v for k, v in sweep.items() if k != dep})).strip()
+    return display_name(label, {k: v for k, v in sweep.items() if k != dep})
 
 
 def _job_list(df: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:

@@ -4,10 +4,10 @@ A suite is a TOML file (see ``tasks/smoke.toml``)::
 
     [suite]                       # name (default: the file's stem), description, seeds
     name = "smoke"
-    seeds = [0, 1]
+    seeds = [0, 1]                # distinct ints in [0, 2**32) (numpy's and torch's range)
 
-    [data]                        # data budget, the same for every model
-    n_train = 1000
+    [data]                        # data budget, the same for every model: sequences per
+    n_train = 1000                # split, at most 10**9 each (n_valid may be 0)
     n_valid = 200
     n_test = 500
 
@@ -24,6 +24,14 @@ A suite is a TOML file (see ``tasks/smoke.toml``)::
     name = "lstm"
     label = "lstm-h32"            # optional display name (default: the model name)
     hidden_size = 32
+
+The file is UTF-8 (a byte order mark is allowed); ``name`` and ``description`` are
+strings, the name not blank. ``name`` of a ``[[task]]`` or ``[[model]]`` table is a string,
+the registered name; a ``label`` is a non-blank string, stripped of surrounding spaces.
+The tables show a task setting as a row named by its label and its swept parameters
+(``jane-recall lag=4``), a model configuration as a column named the same way; two
+entries whose rows (or columns) would get one name are refused, since their results
+would be averaged into one cell.
 
 A list is a sweep; for a parameter whose default is a tuple or list, a list of lists
 is a sweep and a flat list a single value. A model's own explicit parameter wins over
@@ -50,6 +58,12 @@ from .models.base import is_device_name
 DATA_KEYS = ("n_train", "n_valid", "n_test")
 RUNNER_BUDGET_KEYS = ("timeout", "device")
 SECTIONS = ("suite", "data", "budget", "task", "model")
+#: seeds are ints in [0, SEED_LIMIT): the job's seed becomes the models' ``random_state``,
+#: which :func:`seqbench.models.base.seed_of` accepts in numpy's and torch's range [0, 2**32)
+SEED_LIMIT = 2**32
+#: the most sequences in one split ([data] n_train, n_valid, n_test): far beyond what fits in
+#: memory, but it refuses a typo at load time rather than failing every job
+MAX_DATA_SIZE = 10**9
 #: the longest time limit, in seconds (about 11.6 days): the executors wait in calls whose
 #: timeouts are counted in milliseconds of a 32-bit int (about 24.8 days)
 MAX_TIMEOUT = 1e6
@@ -221,10 +235,42 @@ def _int_table(path: str, where: str, table: Any, keys: tuple[str, ...], minimum
     for key, value in table.items():
         if key not in keys:
             raise _err(path, where, f"unknown key {key!r}; accepted: {', '.join(keys)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum[key]:
-            raise _err(path, f"{where}.{key}", f"expected an int >= {minimum[key]}, got {value!r}")
+        if (not isinstance(value, int) or isinstance(value, bool)
+                or not minimum[key] <= value <= MAX_DATA_SIZE):
+            raise _err(path, f"{where}.{key}",
+                       f"expected an int >= {minimum[key]} and <= 10**9, got {value!r}")
         out[key] = value
     return out
+
+
+def display_name(label: str, sweep: dict | None) -> str:
+    """The name the tables give a task setting (a row) or a model configuration (a
+    column): its label, then its swept parameters as ``key=value`` in key order
+    (``jane-recall lag=4``)."""
+    params = " ".join(f"{k}={v}" for k, v in sorted((sweep or {}).items()))
+    return f"{label} {params}".strip()
+
+
+def _check_display_names(path: str, key: str, entries: list[Entry]) -> None:
+    """Refuse entries two of whose grid points the tables would show under one name
+    (:func:`display_name`), which would average their results into one cell: points of
+    two entries, or two different points of one entry."""
+    reg = registry.tasks if key == "task" else registry.models
+    seen: dict[str, tuple[int, str]] = {}
+    for i, entry in enumerate(entries):
+        defaults = registry.param_defaults(reg.get(entry.name))
+        for params in entry.grid:
+            sweep = entry.sweep_of(params)
+            display = display_name(entry.label, sweep)
+            point = canonical_hash(_as_defaults(sweep, defaults))
+            j, other = seen.setdefault(display, (i, point))
+            if j == i and other == point:
+                continue  # the first point of this name, or one value listed twice in a sweep
+            also = "another point of the same table" if j == i else f"[[{key}]] #{j + 1}"
+            raise _err(path, f"[[{key}]] #{i + 1}",
+                       f"{key} {'row' if key == 'task' else 'column'} name {display!r} is "
+                       f"also that of {also}, and the tables would average the two into one "
+                       "cell; give each a distinct 'label'")
 
 
 def parse_suite(text: str, path: str = "<string>") -> Suite:
@@ -243,14 +289,17 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         if key not in ("name", "description", "seeds"):
             raise _err(path, "[suite]", f"unknown key {key!r}; accepted: name, description, seeds")
     name = head.get("name", Path(path).stem)
-    if not isinstance(name, str) or not name:
-        raise _err(path, "[suite].name", f"expected a non-empty string, got {name!r}")
-    seeds = head.get("seeds", [0])
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = [seeds]
+    if not isinstance(name, str) or not name.strip():
+        raise _err(path, "[suite].name", f"expected a non-blank string, got {name!r}")
+    description = head.get("description", "")
+    if not isinstance(description, str):
+        raise _err(path, "[suite].description", f"expected a string, got {description!r}")
+    given = head.get("seeds", [0])
+    seeds = [given] if isinstance(given, int) and not isinstance(given, bool) else given
     if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise _err(path, "[suite].seeds", f"expected a list of ints >= 0, got {seeds!r}")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT
+                       for s in seeds)):
+        raise _err(path, "[suite].seeds", f"expected a list of ints in [0, 2**32), got {given!r}")
     if len(set(seeds)) != len(seeds):
         raise _err(path, "[suite].seeds", f"expected distinct seeds, got {seeds!r}")
     minimum = {"n_train": 1, "n_valid": 0, "n_test": 1}
@@ -275,7 +324,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
         entries = doc.get(key, [])
         if not isinstance(entries, list) or not entries:
             raise _err(path, f"[[{key}]]", f"expected at least one [[{key}]] table")
-        labels = set()
+        labels: dict[str, int] = {}
         reg = registry.tasks if kind == "task" else registry.models
         for i, entry in enumerate(entries):
             where = f"[[{key}]] #{i + 1}"
@@ -283,6 +332,9 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
                 raise _err(path, where, "expected a table with a 'name' key")
             entry = dict(entry)
             ename = entry.pop("name")
+            if not isinstance(ename, str):
+                raise _err(path, f"{where}.name", f"expected a string (a {kind} name), got "
+                           f"{ename!r}")
             try:
                 cls = reg.get(ename)
             except SeqbenchError as exc:
@@ -290,15 +342,17 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             label = entry.pop("label", ename)
             if not isinstance(label, str) or not label.strip():
                 raise _err(path, f"{where}.label", f"expected a non-empty string, got {label!r}")
+            label = label.strip()
             edata = {}
             if kind == "task" and "data" in entry:
                 edata = _int_table(path, f"{where}.data", entry.pop("data"), DATA_KEYS, minimum)
             if label in labels:
-                raise _err(path, where, f"{kind} label {label!r} appears twice; give each a "
-                           "distinct 'label'")
-            labels.add(label)
+                raise _err(path, where, f"{kind} label {label!r} appears twice (also "
+                           f"[[{key}]] #{labels[label] + 1}); give each a distinct 'label'")
+            labels[label] = i
             grid, swept = _expand(kind, ename, cls, entry, path)
             out.append(Entry(ename, label, grid, edata, swept))
+        _check_display_names(path, key, out)
 
     # every budget key must mean something to at least one model of the suite
     for key, value in budget.items():
@@ -333,8 +387,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     data.setdefault("n_train", 1000)
     data.setdefault("n_valid", 200)
     data.setdefault("n_test", 500)
-    return Suite(name, str(path), text, head.get("description", ""), seeds, data, budget,
-                 tasks, models)
+    return Suite(name, str(path), text, description, seeds, data, budget, tasks, models)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -345,7 +398,7 @@ def load_suite(path: str | Path) -> Suite:
     if not p.is_file():
         raise SeqbenchError(f"suite {path}: no such file")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte order mark is not TOML
     except UnicodeDecodeError as exc:
         raise SeqbenchError(f"suite {path}: expected a UTF-8 TOML text file, got bytes that "
                             f"are not UTF-8 ({exc.reason} at byte {exc.start})") from None
