@@ -100,7 +100,13 @@ def _chosen_suites(store, suite: str | None, command: str, path: str) -> list[st
 
 
 def _cmd_results(args) -> int:
-    from .report import incomplete_note, render_table, suite_plan, summary_table
+    from .report import (
+        incomplete_note,
+        render_table,
+        setting_names,
+        suite_plan,
+        summary_table,
+    )
     from .store import Store
 
     with Store(args.store, create=False) as store:
@@ -111,17 +117,19 @@ def _cmd_results(args) -> int:
         return 0
     if args.errors:
         for name, df, plan in frames:
-            bad = df[df["status"] != "ok"]
+            bad = setting_names(df[df["status"] != "ok"])
             note = incomplete_note(plan, name)
             if len(frames) > 1:
                 print(f"suite {name}")
-            if bad.empty:
+            if df.empty:
+                print("no job has a result yet")
+            elif bad.empty:
                 print(f"every job {'with a result ' if note else ''}finished ok "
                       f"({len(df)} job{'s' * (len(df) != 1)})")
             for _, r in bad.iterrows():
                 first = (r["error"] or "").splitlines()[0] if r["error"] else ""
-                print(f"{r['status']}: {r['model_label']} on {r['task_label']} "
-                      f"{r['task_sweep']} seed {r['seed']}: {first}")
+                print(f"{r['status']}: {r['model_name']} on {r['setting']} seed {r['seed']}: "
+                      f"{first}")
             if note:
                 print(note)
         return 0
@@ -138,7 +146,7 @@ def _cmd_results(args) -> int:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from .plots import slug
+    from .plots import slugs
     from .report import check_formats, suite_plan, write_report
     from .store import Store
 
@@ -150,8 +158,9 @@ def _cmd_report(args) -> int:
                                 "(run a suite first)")
         suites = [(name, store.frame(name), store.suite_text(name), suite_plan(store, name))
                   for name in names]
+    dirs = slugs(str(name) for name, *_ in suites)
     for name, df, suite_text, plan in suites:
-        out = Path(args.out) if len(suites) == 1 else Path(args.out) / slug(str(name))
+        out = Path(args.out) if len(suites) == 1 else Path(args.out) / dirs[str(name)]
         text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
                                    formats=formats, plots=not args.no_plots, plan=plan)
         print(text)

@@ -16,7 +16,9 @@ Every function returns a list of ``{"name", "title", "png", "svg"}`` for the fil
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +36,32 @@ def _pyplot():
     return plt
 
 
+#: the longest name :func:`slug` gives (file systems allow 255 bytes per name)
+SLUG_MAX = 80
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
 def slug(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+    """A file-name-safe version of ``text``: lower-case ASCII letters, digits and ``-``, at
+    most :data:`SLUG_MAX` characters (a longer one is cut and ends with a hash of the
+    whole text)."""
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "x"
+    if len(s) > SLUG_MAX:
+        s = f"{s[:SLUG_MAX - 9].rstrip('-')}-{_digest(text)}"
+    return s
+
+
+def slugs(texts) -> dict[str, str]:
+    """:func:`slug` of each of ``texts``, unique among them: texts whose slugs would
+    coincide (``"a b"`` and ``"a-b"``, or two names without ASCII letters) each end with
+    a hash of their own text instead, so no file overwrites another."""
+    base = {t: slug(t) for t in dict.fromkeys(texts)}
+    seen = Counter(base.values())
+    return {t: s if seen[s] == 1 else f"{s[:SLUG_MAX - 9].rstrip('-')}-{_digest(t)}"
+            for t, s in base.items()}
 
 
 def _save(fig, out_dir: Path, name: str, title: str) -> dict:
@@ -89,6 +114,7 @@ def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) ->
         return files
     models = list(dict.fromkeys(pts["model_name"]))
     colors = _colors(models)
+    names = slugs(pts["family"])
     for family, fam in pts.groupby("family", sort=False):
         fig, (ax_raw, ax_norm) = plt.subplots(1, 2, figsize=(11, 4))
         for model, sub in fam.groupby("model_name", sort=False):
@@ -129,7 +155,7 @@ def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) ->
                     title=f"normalised; bands: 95% t interval over {n_seeds} seed(s)")
         _legend(ax_norm, fontsize=8, loc="best")
         _legend(ax_raw, fontsize=8, loc="best")
-        files.append(_save(fig, out_dir, f"lag-{slug(family)}",
+        files.append(_save(fig, out_dir, f"lag-{names[family]}",
                            f"Score against dependency length: {family}"))
     return files
 
@@ -159,6 +185,7 @@ def plot_learning_curves(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     if curves.empty:
         return files
     colors = _colors(list(dict.fromkeys(curves["model_name"])))
+    names = slugs(curves["setting"])
     for setting, sub in curves.groupby("setting", sort=False):
         # the metric each model shows: validation if it has one, else training
         shown = {}
@@ -183,7 +210,7 @@ def plot_learning_curves(df: pd.DataFrame, out_dir: Path) -> list[dict]:
                    ylabel="loss (lower is better)" if kind == "loss"
                    else "log-likelihood per step (higher is better)", title=setting)
             _legend(ax, fontsize=8)
-        files.append(_save(fig, out_dir, f"curve-{slug(setting)}", f"Learning curves: {setting}"))
+        files.append(_save(fig, out_dir, f"curve-{names[setting]}", f"Learning curves: {setting}"))
     return files
 
 
@@ -221,6 +248,7 @@ def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     panels = (("grad_decay", "recurrent: ||∂h_T / ∂h_(T-k)||", "Jacobian norm"),
               ("state_decay", "linear-Gaussian: ||A^k||", "spectral norm of A^k"),
               ("state_forgetting", "HMM: TV(P^k rows, stationary)", "total variation"))
+    names = slugs(df["setting"])
     for setting, sub in df.groupby("setting", sort=False):
         present = [p for p in panels
                    if any(isinstance(d, dict) and isinstance(d.get(p[0]), dict)
@@ -257,7 +285,7 @@ def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
                         color="grey")
             _legend(ax, fontsize=8)
         fig.suptitle(setting, fontsize=10)
-        files.append(_save(fig, out_dir, f"decay-{slug(setting)}",
+        files.append(_save(fig, out_dir, f"decay-{names[setting]}",
                            f"Gradient and state decay: {setting}"))
     return files
 

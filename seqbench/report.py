@@ -740,6 +740,8 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
             if suite is not None:
                 df = df[df["suite"].astype(str) == suite]
         df = _numeric_columns(df, path, ("seed", "score") if per_seed else ("mean", "sd", "n_ok"))
+        if not per_seed:  # a cell with no finished seed (failed, diverged, not run) has no
+            df = df[df["n_ok"] > 0]  # score, as a store has no ok run for it
         df["higher_is_better"] = df["higher_is_better"].astype(bool)
     else:
         with Store(p, create=False) as store:

@@ -262,13 +262,12 @@ class Store:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT suite FROM suite_jobs")}
 
     def suite_names(self) -> list[str]:
-        """The suites with at least one row to show (see :meth:`frame`), in the order
-        they were first run."""
+        """The suites that have been run, in the order they were first run: every suite
+        with a job list (even one stopped before its first job finished, which then has
+        no row to show yet), and, from stores written before job lists were kept, the
+        suites with at least one row."""
         members = self._member_suites()
-        names = set()
-        if members:
-            names |= {r[0] for r in self.conn.execute(
-                "SELECT DISTINCT j.suite FROM suite_jobs j JOIN runs r ON r.hash = j.hash")}
+        names = set(members)
         names |= {r[0] for r in self.conn.execute("SELECT DISTINCT suite FROM runs")
                   if r[0] is not None and r[0] not in members}
         first = {}

@@ -482,3 +482,73 @@ def test_report_on_a_model_skipped_everywhere_warns_nothing_and_shows_no_nan(tmp
     ranks = report.wide_tables(report.cell_stats(df))["rank"]
     assert ranks.loc["mean rank (4 complete settings)", "delta"] == "-"
     assert ranks.loc["jane lag=2", "delta"] == "skipped"
+
+
+def test_a_reports_cells_csv_compares_equal_to_its_store_with_cells_that_never_finished(
+        tmp_path, capsys):
+    """A cell with no finished seed (gamma diverged at lag 10 on every seed) has no score:
+    compare leaves it out of cells.csv as it does of the store, so a report's cells.csv
+    against its own store shows every common cell the same and nothing on one side only."""
+    done = [(m, lag, s) for m in NORM for lag in LAGS for s in SEEDS]
+    path = _plan_store(tmp_path / "s.sqlite", done, {("gamma", 10, s): "diverged"
+                                                     for s in SEEDS})
+    out = tmp_path / "rep"
+    assert main(["report", "--store", str(path), "--out", str(out), "--no-plots"]) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    assert (cells["n_ok"] == 0).sum() == 1  # the diverged cell is in the file
+    a, b = report.load_results(out / "cells.csv"), report.load_results(path)
+    cmp = report.compare(a, b)
+    assert len(cmp) == 8 and set(cmp["verdict"]) == {"same"}
+    capsys.readouterr()
+    assert main(["compare", str(out / "cells.csv"), str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "only in A (0):" in text and "only in B (0):" in text
+
+
+def test_file_names_are_bounded_and_never_overwrite_each_other(tmp_path, capsys):
+    """Plot and folder names come from labels and suite names: a 300-character label gives
+    a name short enough for the file system, and names that would give the same file
+    ("smoke v2" and "smoke-v2", or two names without ASCII letters) get distinct ones."""
+    from seqbench.plots import SLUG_MAX, slug, slugs
+
+    long = "jane " + "t" * 300
+    assert len(slug(long)) == SLUG_MAX and slug(long) != slug(long + "u")
+    assert slug("jane") == "jane"  # short, unique names are as before
+    got = slugs(["smoke v2", "smoke-v2", "名前", "モデル", "jane"])
+    assert len(set(got.values())) == 5 and got["jane"] == "jane"
+    assert got["smoke v2"].startswith("smoke-v2-") and got["名前"].startswith("x-")
+
+    rows = hand_rows(suite="smoke v2")
+    for r in rows:
+        if r["task_label"] == "jane":
+            r["task_label"] = long
+    path = make_store(tmp_path / "s.sqlite", rows, suite="smoke v2")
+    other = hand_rows(suite="smoke-v2")
+    for r in other:
+        r["hash"] += "-b"
+    make_store(path, other, suite="smoke-v2")
+    out = tmp_path / "rep"
+    assert main(["report", "--store", str(path), "--out", str(out)]) == 0
+    capsys.readouterr()
+    dirs = sorted(p.name for p in out.iterdir())
+    assert len(dirs) == 2 and all(d.startswith("smoke-v2") for d in dirs)
+    for d in dirs:
+        assert (out / d / "report.md").is_file()
+        lags = list((out / d / "figures").glob("lag-*.png"))
+        assert len(lags) == 1 and len(lags[0].stem) <= SLUG_MAX + 4
+
+
+def test_a_suite_stopped_before_its_first_result_is_listed_as_incomplete(tmp_path, capsys):
+    """A run stopped before any job finished has a job list and no rows: results and
+    report name the suite and say that none of its jobs has a result yet."""
+    path = _plan_store(tmp_path / "s.sqlite", [])
+    note = ("incomplete: 27 of 27 jobs of suite hand have no result yet; run the suite "
+            "again to finish them")
+    for argv in (["results"], ["results", "--suite", "hand"], ["results", "--errors"]):
+        assert main([*argv, "--store", str(path)]) == 0, argv
+        out = capsys.readouterr().out
+        assert note in out, argv
+    assert "no job has a result yet" in out
+    assert main(["report", "--store", str(path), "--out", str(tmp_path / "r"),
+                 "--no-plots"]) == 0
+    assert note in capsys.readouterr().out
