@@ -237,6 +237,21 @@ def test_help_for_every_command():
         assert "usage: seqbench" in out
 
 
+def test_usage_errors_are_one_line_with_exit_code_2():
+    """A mistyped option value, an unknown option or command: one line on stderr that says
+    where the usage is, exit status 2, as `python -m seqbench` too."""
+    for args, want in ((["run", "--timeout", "abc", "x.toml"],
+                        "seqbench run: error: argument --timeout: invalid float value: 'abc' "
+                        "(see seqbench run --help)"),
+                       (["bogus"], "invalid choice: 'bogus'"),
+                       (["results", "--nope"], "unrecognized arguments: --nope")):
+        done = subprocess.run([sys.executable, "-m", "seqbench", *args], capture_output=True,
+                              text=True)
+        assert done.returncode == 2, args
+        assert done.stdout == "" and len(done.stderr.splitlines()) == 1, done.stderr
+        assert want in done.stderr
+
+
 def test_registry_errors_list_what_is_accepted():
     with pytest.raises(SeqbenchError, match="unknown model 'nope'; available: .*chance.*lstm"):
         registry.make_model("nope")
