@@ -65,8 +65,8 @@ def _cmd_list(args) -> int:
         except SeqbenchError as exc:
             print(f"{name}: {exc}")
             continue
-        doc = (inspect.getdoc(cls) or "").splitlines()
-        head = f"{name}: {doc[0] if doc else cls.__name__}"
+        summary = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+        head = f"{name}: {summary or cls.__name__}"  # the docstring's first paragraph
         if args.what == "tasks":
             try:
                 spec = cls().spec()

@@ -104,9 +104,10 @@ def check_params(kind: str, name: str, cls: type, params: dict[str, Any], where:
 class Registry:
     """Name -> class, from one entry-point group plus explicit registrations."""
 
-    def __init__(self, kind: str, group: str) -> None:
+    def __init__(self, kind: str, group: str, base: str) -> None:
         self.kind = kind
         self.group = group
+        self.base = base  # "module:Class" every registered class must subclass
         self._eps: dict[str, Any] | None = None
         self._extra: dict[str, type] = {}
         self._loaded: dict[str, type] = {}
@@ -125,8 +126,21 @@ class Registry:
             self._eps = found
         return self._eps
 
+    def _check_class(self, name: str, cls: Any, origin: str) -> None:
+        """Refuse a class that is not a subclass of the registry's base class
+        (:class:`~seqbench.models.base.SeqModel` or :class:`~seqbench.tasks.base.Task`):
+        the runner and the CLI call its methods."""
+        import importlib
+
+        module, _, attr = self.base.partition(":")
+        base = getattr(importlib.import_module(module), attr)
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise SeqbenchError(f"{self.kind} {name!r} ({origin}): expected a subclass of "
+                                f"{module}.{attr}, got {cls!r}")
+
     def register(self, name: str, cls: type) -> type:
         """Register ``cls`` under ``name`` in this process (tests, notebooks)."""
+        self._check_class(name, cls, "register")
         if name in self.names() and self.get(name) is not cls:
             raise SeqbenchError(f"{self.kind} name {name!r} is already registered")
         self._extra[name] = cls
@@ -152,6 +166,7 @@ class Registry:
                 f"{self.kind} {name!r} ({eps[name].value}) failed to import: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        self._check_class(name, cls, eps[name].value)
         self._loaded[name] = cls
         return cls
 
@@ -175,8 +190,8 @@ def check_ranges(kind: str, obj: Any) -> None:
         own()
 
 
-models = Registry("model", "seqbench.models")
-tasks = Registry("task", "seqbench.tasks")
+models = Registry("model", "seqbench.models", "seqbench.models.base:SeqModel")
+tasks = Registry("task", "seqbench.tasks", "seqbench.tasks.base:Task")
 
 
 def make_model(name: str, **params):

@@ -1,0 +1,97 @@
+"""Misuse of the public API that used to give numbers for the wrong data or a traceback:
+evaluate with data that is not the task's, and a registered class of the wrong kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import seqbench as sb
+from seqbench import registry
+from seqbench.data import SeqData
+from seqbench.errors import IncompatibleError, SeqbenchError
+from seqbench.tasks.jane import JaneRecall
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    train, _, test = sb.make_task("jane-recall", lag=4).splits(0, 200, 10, 100)
+    return sb.make_model("ar", p=4).fit(train), test
+
+
+def test_evaluate_on_its_own_task_gives_the_tasks_chance(fitted):
+    model, test = fitted
+    got = sb.evaluate(model, sb.make_task("jane-recall", lag=4), test)
+    assert got["chance"] == pytest.approx(0.1)  # 1 / n_names, the default 10 names
+
+
+@pytest.mark.parametrize("other, field", [
+    (("jane-recall", {"lag": 4, "n_names": 5}), "input_size"),   # a smaller vocabulary
+    (("copy-memory", {"blanks": 2}), "input_size"),
+    (("adding", {"length": 10}), "input_kind"),
+    (("ar-process", {}), "input_kind"),
+])
+def test_evaluate_refuses_data_of_another_task(fitted, other, field):
+    """Scores of one task's data under another task's metric, chance and oracle used to be
+    returned without a word (jane data against copy-memory: its cross-entropy and log 8)."""
+    model, test = fitted
+    name, params = other
+    with pytest.raises(SeqbenchError, match=rf"evaluate: data\.{field} is .* task {name!r} "
+                                            r"has .*: expected a split of that task"):
+        sb.evaluate(model, sb.make_task(name, **params), test)
+
+
+def test_evaluate_accepts_a_split_missing_the_largest_ids(fitted):
+    """Sizes a hand-made split infers from its values may fall short of the task's."""
+    model, test = fitted
+    X = np.minimum(test.X, 5)
+    small = SeqData(X, test.Y, test.mask, meta=test.meta)
+    assert small.input_size < test.input_size
+    got = sb.evaluate(model, sb.make_task("jane-recall", lag=4), small)
+    assert np.isfinite(got["score"])
+
+
+def test_evaluate_names_wrong_arguments_and_a_model_without_probabilities(fitted):
+    model, test = fitted
+    task = sb.make_task("jane-recall", lag=4)
+    for args, what in (((model, task, (test.X, test.Y)), "data: expected SeqData"),
+                       ((model, "jane-recall", test), "task: expected a task"),
+                       ((task, model, test), "model: expected a fitted model")):
+        with pytest.raises(SeqbenchError, match=what):
+            sb.evaluate(*args)
+    copy = sb.make_task("copy-memory", blanks=2)  # scored by cross-entropy
+    train, _, ctest = copy.splits(0, 50, 10, 20)
+    lds = sb.make_model("lds", n_states=2, max_iter=2).fit(train)
+    with pytest.raises(IncompatibleError, match="evaluate: LDSModel offers no predict_proba"):
+        sb.evaluate(lds, copy, ctest)
+
+
+def test_only_models_and_tasks_can_be_registered():
+    with pytest.raises(SeqbenchError, match=r"model 'foo' \(register\): expected a subclass "
+                                            r"of seqbench\.models\.base\.SeqModel, got <class "):
+        registry.models.register("foo", dict)
+    with pytest.raises(SeqbenchError, match="expected a subclass of seqbench.tasks.base.Task"):
+        registry.tasks.register("foo", sb.make_model("ar").__class__)
+    with pytest.raises(SeqbenchError, match="SeqModel"):
+        registry.models.register("foo", JaneRecall)
+    assert "foo" not in registry.models.names()
+
+
+def test_an_entry_point_to_the_wrong_kind_of_class_is_one_line(monkeypatch, capsys):
+    """An installed plugin whose entry point names a task in the models group: listing the
+    models says so on its line and goes on; a suite naming it is refused at load."""
+    from importlib.metadata import EntryPoint
+
+    from seqbench.cli import main
+
+    ep = EntryPoint("bad-model", "seqbench.tasks.jane:JaneRecall", "seqbench.models")
+    eps = {**registry.models._entry_points(), "bad-model": ep}
+    monkeypatch.setattr(registry.models, "_eps", eps)
+    monkeypatch.setattr(registry.models, "_loaded", {})
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert ("bad-model: model 'bad-model' (seqbench.tasks.jane:JaneRecall): expected a "
+            "subclass of seqbench.models.base.SeqModel") in out
+    assert "lstm:" in out.split("bad-model:")[1]  # the listing went on after it
+    with pytest.raises(SeqbenchError, match="expected a subclass"):
+        sb.make_model("bad-model")
