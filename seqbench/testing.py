@@ -13,13 +13,26 @@ In a plugin's tests::
 
 The checks: ``clone``/``get_params``/``set_params`` round-trip and the constructor only
 stores its arguments; fit/predict(/predict_proba) shapes for every input kind, target
-kind and problem shape the tags declare; refusal of an undeclared input or target kind
-with :class:`~seqbench.errors.IncompatibleError`; predict-time inputs of the wrong size
-or with NaN refused with :class:`~seqbench.errors.SeqbenchError`; the same
+kind and problem shape the tags declare, on the training inputs and on new ones, with
+outputs that evaluation accepts (:func:`seqbench.metrics.check_predictions`: class ids
+integer-valued in [0, K), probabilities in [0, 1] summing to 1, real outputs finite),
+held at every step; refusal of an undeclared input or target kind with
+:class:`~seqbench.errors.IncompatibleError`; predict-time inputs of the wrong size or
+with NaN refused with :class:`~seqbench.errors.SeqbenchError`; the same
 ``random_state`` giving the same predictions (for models tagged deterministic); inputs
 left unmodified; a fitted model that pickles and predicts the same after loading; targets
 at unscored positions (out-of-range class ids, NaN) ignored; token ids of a small integer
-dtype (uint8) taken as the same ids in int64.
+dtype (uint8) taken as the same ids in int64. On inputs the model was not fitted on:
+**causality** (outputs at steps <= t unchanged when the inputs after t are replaced or cut
+off: per-step predictions, forecasts from ``X[..t]``; :func:`check_causal`) and **row
+independence** (a row's outputs do not depend on the other rows of the batch, their
+number or order; :func:`check_rows_independent`), both within ``RTOL``/``ATOL`` (float32
+rounding). A model with randomness in its fit (tagged ``uses_torch``, or not
+``deterministic``) must take ``random_state`` and give other outputs for another value
+(:func:`check_random_state_used`); a model that trains without torch and is tagged
+deterministic is not held to this, since one that draws nothing at random (``ar``) cannot
+be told from the outside from one that ignores its seed. A failure is an
+``AssertionError`` of one line: ``Model: check_name: what was expected and what came``.
 
 Checks run with small budgets: parameters named ``max_steps``, ``eval_every``,
 ``max_iter``, ``n_iter`` and ``n_init`` are lowered when the model has them.
@@ -39,7 +52,8 @@ import numpy as np
 from sklearn.base import clone
 
 from .data import SHAPES, SeqData
-from .errors import IncompatibleError, SeqbenchError
+from .errors import DivergedError, IncompatibleError, SeqbenchError
+from .metrics import check_predictions
 
 QUICK = {"max_steps": 10, "eval_every": 5, "max_iter": 5, "n_iter": 5, "n_init": 1}
 N, T, VOCAB, D, K_CLASSES, K_REAL = 24, 8, 5, 2, 3, 2
@@ -69,10 +83,18 @@ def shape_mask(shape: str, n: int = N, t: int = T) -> np.ndarray:
 
 def make_data(input_kind: str, target_kind: str, shape: str = "many-to-many-synced",
               seed: int = 0, forecasting: bool = False) -> SeqData:
-    """Small random data of the given kinds and shape (targets depend on the inputs)."""
+    """Small random data of the given kinds and shape (targets depend on the inputs).
+
+    ``forecasting``: every step scored, ``Y[t] = X[t+1]``; random walks (N, T, 1) for
+    real inputs, or for tokens a walk of steps -1, 0, +1 on the vocabulary (mod
+    ``VOCAB``) with the next token as the class."""
     rng = np.random.default_rng(seed)
     t = 1 if shape == "one-to-one" else T
     mask = shape_mask(shape, N, t)
+    if forecasting and input_kind == "tokens":
+        z = np.cumsum(rng.integers(-1, 2, size=(N, t + 1)), axis=1) % VOCAB  # (N, T+1)
+        return SeqData(z[:, :-1].copy(), z[:, 1:].copy(), np.ones((N, t), bool),
+                       input_size=VOCAB, target_size=VOCAB, forecasting=True)
     if forecasting:
         z = np.cumsum(rng.normal(size=(N, t + 1, 1)), axis=1)  # (N, T+1, 1) random walks
         return SeqData(z[:, :-1].copy(), z[:, 1:].copy(), np.ones((N, t), bool),
@@ -104,8 +126,9 @@ def _supported(model) -> list[tuple[str, str, str, bool]]:
     return out
 
 
-def _fail(model, msg: str) -> AssertionError:
-    return AssertionError(f"{type(model).__name__}: {msg}")
+def _fail(model, msg: str, check: str) -> AssertionError:
+    """The failure of ``check`` on ``model``: one line, ``Model: check: msg``."""
+    return AssertionError(f"{type(model).__name__}: {check}: {msg}")
 
 
 # -- the checks ----------------------------------------------------------------------------
@@ -114,38 +137,68 @@ def check_clone_params(model) -> None:
     params = model.get_params()
     twin = clone(model)
     if twin.get_params() != params:
-        raise _fail(model, "clone() changed the parameters")
+        raise _fail(model, "clone() changed the parameters", "check_clone_params")
     twin.set_params(**params)
     if twin.get_params() != params:
-        raise _fail(model, "set_params(**get_params()) changed the parameters")
+        raise _fail(model, "set_params(**get_params()) changed the parameters",
+                    "check_clone_params")
     fitted = [k for k in vars(twin) if k.endswith("_") and not k.startswith("_")]
     if fitted:
-        raise _fail(model, f"the constructor set fitted-looking attributes {fitted}")
+        raise _fail(model, f"the constructor set fitted-looking attributes {fitted}",
+                    "check_clone_params")
+
+
+def _evaluation_refusal(data: SeqData, pred: np.ndarray, proba: np.ndarray | None,
+                        everywhere: bool = False) -> str | None:
+    """Why evaluation (:func:`seqbench.metrics.check_predictions`, which ``evaluate``
+    runs) would refuse these outputs for ``data``, or None. ``everywhere``: at every step,
+    not only the scored ones (``data``'s targets are valid at every step)."""
+    if everywhere:
+        data = SeqData(data.X, data.Y, np.ones(data.mask.shape, bool),
+                       input_size=data.input_size, target_size=data.target_size,
+                       forecasting=data.forecasting)
+    try:
+        check_predictions(data, pred, proba)
+    except (SeqbenchError, DivergedError) as exc:
+        return str(exc)
+    return None
 
 
 def check_fit_predict_shapes(model) -> None:
-    """fit returns self; predictions align with Y for every declared kind and shape."""
+    """fit returns self; predictions align with Y for every declared kind and shape, on the
+    training inputs and on new ones; class ids are integers (an integer dtype, or floats
+    equal to integers) in [0, K) and probabilities lie in [0, 1] and sum to 1 at every
+    step, as evaluation requires at the scored steps
+    (:func:`seqbench.metrics.check_predictions`)."""
+    check = "check_fit_predict_shapes"
     for ik, tk, shape, fc in _supported(model):
         data = make_data(ik, tk, shape, forecasting=fc)
+        new = make_data(ik, tk, shape, seed=1, forecasting=fc)
         m = quick(model)
         if m.fit(data, data, shape=shape) is not m:
-            raise _fail(model, "fit must return self")
-        pred = m.predict(data.X)
-        expected = data.Y.shape
-        if pred.shape != expected:
-            raise _fail(model, f"predict on {ik}->{tk} {shape}: shape {pred.shape}, "
-                        f"expected {expected}")
-        if tk == "real" and not np.isfinite(pred[data.mask]).all():
-            raise _fail(model, f"predict on {ik}->{tk} {shape}: non-finite predictions")
-        if tk == "classes":
-            if not ((pred >= 0) & (pred < data.target_size)).all():
-                raise _fail(model, f"predict on {ik}->{tk} {shape}: class ids out of range")
-            if m.tags()["predict_proba"]:
-                proba = m.predict_proba(data.X)
-                if proba.shape != (*data.Y.shape, data.target_size):
-                    raise _fail(model, f"predict_proba shape {proba.shape}")
-                if not np.allclose(proba[data.mask].sum(-1), 1.0, atol=1e-5):
-                    raise _fail(model, "predict_proba rows do not sum to 1")
+            raise _fail(model, "fit must return self", check)
+        for d, which in ((data, "training"), (new, "new")):
+            pred = m.predict(d.X)
+            where = f"predict on {which} {ik}->{tk} {shape} inputs"
+            if pred.shape != d.Y.shape:
+                raise _fail(model, f"{where}: shape {pred.shape}, expected {d.Y.shape}", check)
+            proba = None
+            if tk == "classes" and m.tags()["predict_proba"]:
+                proba = m.predict_proba(d.X)
+                if proba.shape != (*d.Y.shape, d.target_size):
+                    raise _fail(model, f"predict_proba on {which} {ik}->{tk} {shape} inputs: "
+                                f"shape {proba.shape}, expected {(*d.Y.shape, d.target_size)}",
+                                check)
+            why = _evaluation_refusal(d, pred, proba)
+            if why:
+                raise _fail(model, f"{where}: evaluation would refuse the outputs: {why}", check)
+            why = tk == "classes" and _evaluation_refusal(d, pred, proba, everywhere=True)
+            if why:
+                raise _fail(model, f"{where}: the outputs at unscored steps break the rule "
+                            f"evaluation applies at scored ones: {why}", check)
+            if proba is not None and not np.allclose(proba.sum(-1), 1.0, atol=1e-5):
+                raise _fail(model, f"predict_proba on {which} {ik}->{tk} {shape} inputs: rows "
+                            "do not sum to 1 (within 1e-5)", check)
 
 
 def check_refuses_undeclared(model) -> None:
@@ -160,7 +213,8 @@ def check_refuses_undeclared(model) -> None:
                 quick(model).fit(data)
             except IncompatibleError:
                 continue
-            raise _fail(model, f"accepted {ik}->{tk} data its tags do not declare")
+            raise _fail(model, f"accepted {ik}->{tk} data its tags do not declare",
+                        "check_refuses_undeclared")
 
 
 def check_predict_validates(model) -> None:
@@ -184,7 +238,8 @@ def check_predict_validates(model) -> None:
             m.predict(X)
         except SeqbenchError:
             continue
-        raise _fail(model, f"predict accepted bad input of shape {X.shape} dtype {X.dtype}")
+        raise _fail(model, f"predict accepted bad input of shape {X.shape} dtype {X.dtype}",
+                    "check_predict_validates")
 
 
 def _seeded(model):
@@ -201,7 +256,8 @@ def check_deterministic(model) -> None:
         data = make_data(ik, tk, shape, forecasting=fc)
         preds = [_seeded(model).fit(data, data, shape=shape).predict(data.X) for _ in range(2)]
         if not np.array_equal(preds[0], preds[1]):
-            raise _fail(model, f"two fits with random_state=7 predict differently ({ik}->{tk})")
+            raise _fail(model, f"two fits with random_state=7 predict differently ({ik}->{tk})",
+                        "check_deterministic")
 
 
 def check_inputs_unmodified(model) -> None:
@@ -213,7 +269,8 @@ def check_inputs_unmodified(model) -> None:
     m.predict(data.X)
     for a, b in zip(before, (data.X, data.Y, data.mask)):
         if not np.array_equal(a, b):
-            raise _fail(model, "fit or predict modified its input arrays")
+            raise _fail(model, "fit or predict modified its input arrays",
+                        "check_inputs_unmodified")
 
 
 def check_pickle(model) -> None:
@@ -223,7 +280,7 @@ def check_pickle(model) -> None:
     m = quick(model).fit(data, data, shape=shape)
     loaded = pickle.loads(pickle.dumps(m))
     if not np.allclose(m.predict(data.X), loaded.predict(data.X), equal_nan=True):
-        raise _fail(model, "predictions changed after a pickle round-trip")
+        raise _fail(model, "predictions changed after a pickle round-trip", "check_pickle")
 
 
 def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
@@ -232,15 +289,15 @@ def _same_predictions(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _predicts_as_plain(model, variant: SeqData, data: SeqData, shape: str,
-                       problem: str) -> None:
+                       problem: str, check: str) -> None:
     """Fit on ``variant`` (``data`` written another way) and predict its X; for models
     tagged deterministic, the predictions must be those of a fit on ``data`` (else
-    ``problem`` is the failure), and the others must fit."""
+    ``problem`` is the failure of ``check``), and the others must fit."""
     got = _seeded(model).fit(variant, variant, shape=shape).predict(variant.X)
     if model.tags()["deterministic"]:
         want = _seeded(model).fit(data, data, shape=shape).predict(data.X)
         if not _same_predictions(got, want):
-            raise _fail(model, problem)
+            raise _fail(model, problem, check)
 
 
 def check_unscored_targets_ignored(model) -> None:
@@ -256,7 +313,8 @@ def check_unscored_targets_ignored(model) -> None:
         noisy = SeqData(data.X, Y, data.mask, input_size=data.input_size,
                         target_size=data.target_size)
         _predicts_as_plain(model, noisy, data, shape, "values of unscored targets changed "
-                           f"the predictions ({ik}->{tk} {shape})")
+                           f"the predictions ({ik}->{tk} {shape})",
+                           "check_unscored_targets_ignored")
 
 
 def check_token_dtypes(model) -> None:
@@ -270,7 +328,183 @@ def check_token_dtypes(model) -> None:
     small = SeqData(data.X.astype(np.uint8), data.Y, data.mask, input_size=data.input_size,
                     target_size=data.target_size, forecasting=data.forecasting)
     _predicts_as_plain(model, small, data, shape, "uint8 token ids predict differently from "
-                       f"int64 ones ({ik}->{tk} {shape})")
+                       f"int64 ones ({ik}->{tk} {shape})", "check_token_dtypes")
+
+
+# -- behaviour on new data: causality, row independence, random_state --------------------
+#: tolerance for outputs that must not change (float32 torch models round differently
+#: for batches of other sizes)
+RTOL = ATOL = 1e-5
+#: class ids are compared where the two most probable classes differ by more than this
+TIE = 1e-4
+
+
+def _behaviour_configs(model) -> list[tuple[str, str, str, bool]]:
+    """The configurations the checks on new data fit: every input and target kind, each
+    with the many-to-one and synced many-to-many shapes where declared (a model may work
+    differently for one scored step and for many: the HMM's modes), else its first
+    declared shape of more than one step; and forecasting data (``Y[t] = X[t+1]``, where
+    reading ``X[t+1]`` would be a perfect score) of real -> real and tokens -> classes,
+    where declared (forecasting changes how the Kalman and HMM models read ``X``)."""
+    configs = [c for c in _supported(model) if c[2] != "one-to-one"]
+    picked = [c for c in configs if c[2] in ("many-to-one", "many-to-many-synced")]
+    for ik, tk in dict.fromkeys((c[0], c[1]) for c in configs):
+        if not any(c[:2] == (ik, tk) for c in picked):
+            picked.append(next(c for c in configs if c[:2] == (ik, tk)))
+    for kinds in (("real", "real"), ("tokens", "classes")):
+        if (*kinds, "many-to-many-synced", False) in configs:
+            picked.append((*kinds, "many-to-many-synced", True))
+    return picked
+
+
+#: the fits of :func:`_fit_for_new_data` for the model checked last, by configuration
+_NEW_DATA_FITS: dict[tuple, tuple] = {}
+
+
+def _fit_for_new_data(model, ik: str, tk: str, shape: str, fc: bool):
+    """:func:`_seeded` model fitted on the usual conformance data, and two other draws of
+    the same kinds (seeds 1 and 2) whose inputs it has never seen. The fits of the model
+    checked last are kept (the causality and row checks share them and only predict);
+    a model whose parameters do not pickle is fitted each time."""
+    try:
+        key = (type(model), pickle.dumps(model.get_params()), ik, tk, shape, fc)
+    except Exception:  # noqa: BLE001 - no key, no reuse
+        key = None
+    if key in _NEW_DATA_FITS:
+        return _NEW_DATA_FITS[key]
+    data = make_data(ik, tk, shape, forecasting=fc)
+    m = _seeded(model).fit(data, data, shape=shape)
+    out = (m, make_data(ik, tk, shape, seed=1, forecasting=fc).X,
+           make_data(ik, tk, shape, seed=2, forecasting=fc).X)
+    if key is not None:
+        if any(k[:2] != key[:2] for k in _NEW_DATA_FITS):
+            _NEW_DATA_FITS.clear()  # another model
+        _NEW_DATA_FITS[key] = out
+    return out
+
+
+def _outputs(m, X: np.ndarray) -> dict[str, np.ndarray]:
+    """``predict`` and, for class targets where offered, ``predict_proba`` of ``X``."""
+    out = {"predict": np.asarray(m.predict(X))}
+    if m.target_kind_ == "classes" and m.tags()["predict_proba"]:
+        out["predict_proba"] = np.asarray(m.predict_proba(X))
+    return out
+
+
+def _difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> str | None:
+    """How ``got`` differs from ``want`` (outputs of :func:`_outputs` for the same steps),
+    or None: probabilities and real outputs beyond ``RTOL``/``ATOL``; class ids anywhere
+    when there are no probabilities, else where ``want``'s two most probable classes are
+    more than ``TIE`` apart."""
+    for name in want:
+        a, b = got[name], want[name]
+        if a.shape != b.shape:
+            return f"{name} has shape {a.shape}, expected {b.shape}"
+        if name == "predict" and a.ndim == 2:  # class ids
+            differ = a != b
+            if "predict_proba" in want:
+                top2 = np.sort(want["predict_proba"], axis=-1)[..., -2:]  # (N, T, 2)
+                differ &= top2[..., 1] - top2[..., 0] > TIE
+            if differ.any():
+                return (f"predict gives other class ids at {int(differ.sum())} of {a.size} "
+                        "positions")
+        elif not np.allclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True):
+            a, b = a.astype(float), b.astype(float)
+            if (np.isnan(a) != np.isnan(b)).any():
+                return f"{name} has NaN at other steps"
+            return (f"{name} differs by up to {np.nanmax(np.abs(a - b)):.3g} (tolerance "
+                    f"{ATOL:g} + {RTOL:g} * |value|)")
+    return None
+
+
+def _predicting(model, check: str, what: str, m, X: np.ndarray) -> dict[str, np.ndarray]:
+    """:func:`_outputs`, with an error while predicting reported as the check's failure."""
+    try:
+        return _outputs(m, X)
+    except Exception as exc:  # noqa: BLE001 - any error is this check's failure
+        msg = " ".join(str(exc).split())
+        raise _fail(model, f"{what}: predict raised {type(exc).__name__}: {msg}",
+                    check) from exc
+
+
+def check_causal(model) -> None:
+    """Outputs at step t depend on the inputs up to t only (the data contract: per-step
+    predictions, forecasts ``Y[t] = X[t+1]`` made from ``X[..t]``): on inputs the model
+    has not seen, predictions (and class probabilities) at steps ``<= t`` do not change
+    (beyond float32 rounding) when the inputs after t are replaced by other valid inputs,
+    or cut off (a row of t + 1 steps), for a few t. This catches reading a later input,
+    a statistic of the whole row, or the row's length."""
+    check = "check_causal"
+    for ik, tk, shape, fc in _behaviour_configs(model):
+        m, X, other = _fit_for_new_data(model, ik, tk, shape, fc)
+        where = f"{ik}->{tk} {'forecasting' if fc else shape}"
+        base = _predicting(model, check, where, m, X)
+        T_ = X.shape[1]
+        for t in sorted({0, T_ // 2 - 1, T_ - 2}):
+            changed = X.copy()
+            changed[:, t + 1:] = other[:, t + 1:]
+            for how, Xt in (("replaced", changed), ("cut off", X[:, :t + 1])):
+                what = f"{where}, inputs after step {t} {how}"
+                got = _predicting(model, check, what, m, Xt)
+                why = _difference({k: v[:, :t + 1] for k, v in got.items()},
+                                  {k: v[:, :t + 1] for k, v in base.items()})
+                if why:
+                    raise _fail(model, f"outputs at steps <= {t} changed when the inputs after "
+                                f"step {t} were {how} ({where}): {why}; expected no change",
+                                check)
+
+
+def check_rows_independent(model) -> None:
+    """Each row is predicted on its own: on inputs the model has not seen, predicting some
+    of the rows (fewer rows, in another order), one row alone, or the rows among more
+    rows gives those rows the outputs they get when predicted all together (beyond
+    float32 rounding). This catches statistics of the prediction batch (standardising
+    with its mean) and sizes remembered from fit."""
+    check = "check_rows_independent"
+    for ik, tk, shape, fc in _behaviour_configs(model):
+        m, X, other = _fit_for_new_data(model, ik, tk, shape, fc)
+        where = f"{ik}->{tk} {'forecasting' if fc else shape}"
+        n = len(X)
+        base = _predicting(model, check, where, m, X)
+        picks = np.arange(n)[::-3]  # fewer rows, in reverse order
+        for how, rows, Xb, at in (
+            (f"{len(picks)} of the {n} rows in reverse order", picks, X[picks], slice(None)),
+            ("one row alone", [n // 2], X[[n // 2]], slice(None)),
+            (f"the {n} rows followed by {len(other)} others", slice(None),
+             np.concatenate([X, other]), slice(0, n)),
+        ):
+            got = _predicting(model, check, f"{where}, {how}", m, Xb)
+            why = _difference({k: v[at] for k, v in got.items()},
+                              {k: v[rows] for k, v in base.items()})
+            if why:
+                raise _fail(model, f"predicting {how} changed their outputs ({where}): {why}; "
+                            f"expected the outputs of the {n} rows predicted together", check)
+
+
+def check_random_state_used(model) -> None:
+    """``random_state`` is honoured: for a model with randomness in its fit (tagged
+    ``uses_torch``, whose weights start random, or tagged not ``deterministic``), fits
+    with two different ``random_state`` values give different outputs (real predictions
+    or class probabilities, not only class ids) on the conformance data. A model that
+    always draws from one fixed seed fails. Such a model must take ``random_state``."""
+    check = "check_random_state_used"
+    tags = model.tags()
+    if tags["deterministic"] and not tags["uses_torch"]:
+        return
+    if "random_state" not in model.get_params():
+        raise _fail(model, "a model with randomness in its fit (tagged uses_torch or not "
+                    "deterministic) must take a random_state parameter; it has none", check)
+    # real outputs first: they show a difference that class ids may round away
+    configs = sorted(_behaviour_configs(model), key=lambda c: c[1] != "real")[:2]
+    for ik, tk, shape, fc in configs:
+        data = make_data(ik, tk, shape, forecasting=fc)
+        outs = [_outputs(quick(model).set_params(random_state=seed).fit(data, data, shape=shape),
+                         data.X) for seed in (7, 8)]
+        if any(not np.array_equal(outs[0][k], outs[1][k]) for k in outs[0]):
+            return
+    tried = "; ".join(f"{ik}->{tk} {shape}" for ik, tk, shape, _ in configs)
+    raise _fail(model, f"fits with random_state=7 and random_state=8 gave identical outputs "
+                f"({tried}); expected different ones (is random_state ignored?)", check)
 
 
 CHECKS: tuple[Callable, ...] = (
@@ -283,6 +517,9 @@ CHECKS: tuple[Callable, ...] = (
     check_pickle,
     check_unscored_targets_ignored,
     check_token_dtypes,
+    check_causal,
+    check_rows_independent,
+    check_random_state_used,
 )
 
 
