@@ -19,6 +19,7 @@ included, by design: they look ahead).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -255,6 +256,41 @@ class SeqData:
             h.update(np.ascontiguousarray(a).tobytes())
         h.update(pd.util.hash_pandas_object(self.meta, index=True).values.tobytes())
         return h.hexdigest()
+
+
+def with_sizes_of(data: SeqData, like: SeqData, *, name: str = "valid",
+                  reference: str = "train") -> SeqData:
+    """``data`` with the input and target sizes of ``like`` (the training split, say), or a
+    one-line :class:`SeqbenchError` naming ``name``'s field where that is impossible.
+
+    The kinds must agree, and so must D and K for real inputs and targets. A vocabulary
+    or a number of classes is a different matter: where it was inferred from the ids
+    present, a validation split that happens to lack the largest token or class id is
+    smaller, so ``data`` is taken as long as its token ids (and its class ids at scored
+    positions) are below ``like``'s sizes. ``data`` itself is returned when the sizes
+    already agree; otherwise a new SeqData on the same arrays."""
+    for attr in ("input_kind", "target_kind"):
+        a, b = getattr(like, attr), getattr(data, attr)
+        if a != b:
+            raise SeqbenchError(f"{name}.{attr}: expected {a!r} as in {reference}, got {b!r}")
+    if data.input_kind == "real" and data.input_size != like.input_size:
+        raise SeqbenchError(f"{name}.input_size: expected D = {like.input_size} as in "
+                            f"{reference}, got {data.input_size}")
+    if data.target_kind == "real" and data.target_size != like.target_size:
+        raise SeqbenchError(f"{name}.target_size: expected K = {like.target_size} as in "
+                            f"{reference}, got {data.target_size}")
+    if (data.input_size, data.target_size) == (like.input_size, like.target_size):
+        return data
+    if data.input_kind == "tokens" and int(data.X.max()) >= like.input_size:
+        raise SeqbenchError(
+            f"{name}.X: expected token ids below {like.input_size} ({reference}'s input_size; "
+            f"declare a larger vocabulary with SeqData(..., input_size=)), got {data.X.max()}")
+    if data.target_kind == "classes" and int(data.Y[data.mask].max()) >= like.target_size:
+        raise SeqbenchError(
+            f"{name}.Y: expected class ids below {like.target_size} ({reference}'s "
+            f"target_size; declare more classes with SeqData(..., target_size=)), got "
+            f"{data.Y[data.mask].max()}")
+    return dataclasses.replace(data, input_size=like.input_size, target_size=like.target_size)
 
 
 def check_X(X, *, input_kind: str, input_size: int, name: str = "X") -> np.ndarray:

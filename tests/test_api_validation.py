@@ -51,8 +51,8 @@ def test_out_of_range_model_values_are_refused_when_built(name, params, message)
 
 
 def test_out_of_range_task_values_are_refused_when_built():
-    with pytest.raises(SeqbenchError, match="task 'jane-recall', parameter 'lag': expected an "
-                                            "int >= 0, got -5"):
+    with pytest.raises(SeqbenchError, match=r"task 'jane-recall', parameter 'lag': expected an "
+                                            r"int >= 0 and <= 10\*\*6, got -5"):
         sb.make_task("jane-recall", lag=-5)
 
 
@@ -148,3 +148,197 @@ def test_sample_takes_a_seed_sequence_and_repeats_it():
     assert np.array_equal(a.X, b.X) and np.array_equal(a.Y, b.Y)
     with pytest.raises(SeqbenchError, match="expected a positive sample size, got True"):
         task.sample(True, 0)
+
+
+# -- task parameters: every one bounded at make_task, not deep inside sampling ----------------
+def _builtin(registry) -> list[str]:
+    """The names of seqbench's own entries (not an installed plugin's)."""
+    return [n for n in registry.names() if registry.get(n).__module__.startswith("seqbench.")]
+
+
+def _numeric_params():
+    """(task, parameter, bad value) for every numeric parameter of every registered task:
+    an int far beyond any bound for int (and None-default int) parameters, and NaN,
+    infinities and 1e300 for float ones. Seeds are any int >= 0 and are left out."""
+    import inspect
+
+    from seqbench.registry import param_defaults
+
+    out = []
+    for name in _builtin(sb.task_registry):
+        for param, default in param_defaults(sb.task_registry.get(name)).items():
+            if "seed" in param:
+                continue
+            if default is None or (isinstance(default, int) and not isinstance(default, bool)):
+                out.append((name, param, 10**12))
+            elif isinstance(default, float):
+                out += [(name, param, v) for v in (float("inf"), -float("inf"),
+                                                   float("nan"), 1e300)]
+            else:
+                assert isinstance(default, bool | str | tuple) or default is inspect.Parameter.empty
+    return out
+
+
+@pytest.mark.parametrize("name, param, value", _numeric_params())
+def test_every_task_refuses_huge_or_non_finite_numbers_when_built(name, param, value):
+    with pytest.raises(SeqbenchError) as err:
+        sb.make_task(name, **{param: value})
+    message = str(err.value)
+    assert "\n" not in message and f"task {name!r}, parameter {param!r}: expected" in message
+
+
+def test_the_numeric_parameters_cover_the_tasks_named_in_the_audit():
+    seen = {(n, p) for n, p, _ in _numeric_params()}
+    assert {("latch", "noise_var"), ("ar-process", "noise_std"), ("cv-track", "dt"),
+            ("cv-track", "init_vel_std"), ("jane-recall", "lag"),
+            ("single-step", "n_tokens")} <= seen
+
+
+@pytest.mark.parametrize("name, params, bad", [
+    ("jane-recall", {"lag": 10**6}, "lag"),
+    ("jane-recall", {"lag": 10, "lag_max": 10**6}, "lag_max"),
+    ("single-step", {"n_tokens": 10**6}, "n_tokens"),
+    ("adding", {"length": 10**6}, "length"),
+    ("copy-memory", {"blanks": 10**6, "n_symbols": 10**6, "n_copy": 10**6}, "blanks"),
+    ("associative-recall", {"n_keys": 10**6, "n_values": 10**6, "n_filler": 10**6},
+     "n_values"),
+    ("latch", {"noise_var": 1e6}, "noise_var"),
+    ("cv-track", {"dt": 1e6, "meas_std": 1e-6}, "dt"),
+    ("ar-process", {"noise_std": 1e6}, "noise_std"),
+])
+def test_task_bounds_are_inclusive_and_one_past_them_is_refused(name, params, bad):
+    sb.make_task(name, **params)  # at the bounds: accepted
+    over = dict(params)
+    over[bad] = params[bad] + 1 if isinstance(params[bad], int) else params[bad] * 1.5
+    if bad == "lag_max":
+        over[bad] = 10**6 + 1
+    with pytest.raises(SeqbenchError, match=rf"parameter '{bad}': expected .*<= (10\*\*6|1e6)"):
+        sb.make_task(name, **over)
+
+
+# -- models: fitted state, shapes, validation splits ------------------------------------------
+def _token_data(x_max=3, y_max=2, n=12, T=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, x_max + 1, (n, T))
+    Y = rng.integers(0, y_max + 1, (n, T))
+    X[0, 0], Y[0, -1] = x_max, y_max  # the largest ids are present: the inferred sizes
+    mask = np.zeros((n, T), bool)
+    mask[:, -1] = True
+    return SeqData(X, Y, mask)
+
+
+@pytest.mark.parametrize("name", _builtin(sb.model_registry))
+def test_unfitted_models_say_so_in_one_line(name):
+    model = sb.make_model(name)
+    data = _token_data()
+    expected = f"^{type(model).__name__} is not fitted yet: call fit first$"
+    with pytest.raises(SeqbenchError, match=expected):
+        model.n_parameters()
+    with pytest.raises(SeqbenchError, match=expected):
+        model.diagnostics(data)
+
+
+def test_a_failed_fit_leaves_an_unfitted_model():
+    from seqbench.models.autoregressive import AutoRegressive
+
+    model = AutoRegressive(p=0)  # refused by _check_params inside _fit
+    with pytest.raises(SeqbenchError, match="'p'"):
+        model.fit(_token_data())
+    with pytest.raises(SeqbenchError, match="AutoRegressive is not fitted yet"):
+        model.n_parameters()
+    with pytest.raises(SeqbenchError, match="AutoRegressive is not fitted yet"):
+        model.predict(_token_data().X)
+
+
+def test_fitted_models_report_and_diagnostics_check_their_data():
+    from seqbench.models.autoregressive import AutoRegressive
+
+    model = AutoRegressive(p=2).fit(_token_data())
+    assert model.n_parameters() == 3 * (2 * 4) + 3 and model.diagnostics(_token_data()) == {}
+    with pytest.raises(SeqbenchError, match="diagnostics: expected SeqData, got ndarray"):
+        model.diagnostics(_token_data().X)
+    with pytest.raises(SeqbenchError, match=r"X: expected token ids in \[0, 4\) as in fit"):
+        model.diagnostics(_token_data(x_max=6))
+
+
+def test_a_plugin_that_overrides_n_parameters_itself_keeps_working():
+    from seqbench.models.base import SeqModel
+
+    class Lookup(SeqModel):  # as README's plugin (and tests/plugin_example) writes it
+        _tags = {"input_kinds": ("tokens",), "target_kinds": ("classes",)}
+
+        def _fit(self, data, valid):
+            self.table_ = np.ones((data.input_size, data.target_size)) / data.target_size
+
+        def _predict_proba(self, X):
+            return self.table_[X]
+
+        def n_parameters(self):
+            return int(self.table_.size)
+
+    model = Lookup().fit(_token_data())
+    assert model.n_parameters() == 12 and model.diagnostics(_token_data()) == {}
+
+
+@pytest.mark.parametrize("shape", ["foo", 3, "many_to_one"])
+def test_fit_names_an_unknown_shape_and_the_accepted_ones(shape):
+    from seqbench.errors import IncompatibleError
+    from seqbench.models.autoregressive import AutoRegressive
+
+    with pytest.raises(SeqbenchError) as err:
+        AutoRegressive().fit(_token_data(), shape=shape)
+    assert not isinstance(err.value, IncompatibleError)  # a mistake, not a skipped pair
+    assert str(err.value) == ("shape: expected None or one of many-to-one, many-to-many-synced, "
+                              "many-to-many-delayed, one-to-many, one-to-one, "
+                              f"got {shape!r}")
+
+
+class _Recorder:
+    """A model that records the sizes of the validation split its _fit receives."""
+
+    @staticmethod
+    def make():
+        from seqbench.models.baseline import ChanceBaseline
+
+        class Recorder(ChanceBaseline):
+            def _fit(self, data, valid):
+                super()._fit(data, valid)
+                self.valid_sizes_ = None if valid is None else (valid.input_size,
+                                                                valid.target_size)
+
+        return Recorder()
+
+
+def test_a_valid_split_lacking_the_largest_ids_is_accepted_with_the_train_sizes():
+    train = _token_data(x_max=3, y_max=2)
+    valid = _token_data(x_max=1, y_max=0, seed=1)  # inferred sizes 2 and 1
+    assert (valid.input_size, valid.target_size) == (2, 1)
+    model = _Recorder.make().fit(train, valid)
+    assert model.valid_sizes_ == (4, 3)  # _fit sees the train sizes, as documented
+    assert model.predict(valid.X).shape == valid.X.shape  # predict took it already
+
+
+@pytest.mark.parametrize("valid, message", [
+    (lambda: _token_data(x_max=4, y_max=2, seed=1),
+     r"^valid\.X: expected token ids below 4 \(train's input_size; .*\), got 4$"),
+    (lambda: _token_data(x_max=3, y_max=5, seed=1),
+     r"^valid\.Y: expected class ids below 3 \(train's target_size; .*\), got 5$"),
+    (lambda: SeqData(np.zeros((2, 5, 1)), np.zeros((2, 5), np.int64), np.ones((2, 5), bool)),
+     r"^valid\.input_kind: expected 'tokens' as in train, got 'real'$"),
+])
+def test_a_valid_split_beyond_the_train_sizes_is_refused(valid, message):
+    with pytest.raises(SeqbenchError, match=message):
+        _Recorder.make().fit(_token_data(x_max=3, y_max=2), valid())
+
+
+def test_real_valid_dimensions_must_match_exactly():
+    def real(D, K):
+        return SeqData(np.zeros((3, 4, D)), np.zeros((3, 4, K)), np.ones((3, 4), bool))
+
+    _Recorder.make().fit(real(2, 1), real(2, 1))
+    with pytest.raises(SeqbenchError, match=r"^valid\.input_size: expected D = 2 as in train, "
+                                            r"got 3$"):
+        _Recorder.make().fit(real(2, 1), real(3, 1))
+    with pytest.raises(SeqbenchError, match=r"^valid\.target_size: expected K = 1 as in train, "
+                                            r"got 2$"):
+        _Recorder.make().fit(real(2, 1), real(2, 2))

@@ -90,3 +90,48 @@ def test_taskspec_normalise_maps_chance_to_zero_and_best_to_one():
     assert mse.normalise(0.01) == pytest.approx(1.0) and mse.normalise(0.167) == 0.0
     with pytest.raises(SeqbenchError, match="TaskSpec.shape: expected one of"):
         TaskSpec("t", 1, "tokens", 5, "classes", 5, "many-to-3", "accuracy", True, chance=0.2)
+
+
+# -- a split compared with another (valid against train) ------------------------------------
+def test_with_sizes_of_takes_inferred_smaller_sizes_up_to_the_reference():
+    from seqbench.data import with_sizes_of
+
+    X, Y, mask = good()
+    X[0, 0], Y[0, -1] = 5, 3
+    train = SeqData(X, Y, mask)  # inferred sizes 6 and 4
+    valid = SeqData(*good())  # only id 0 present: inferred sizes 1 and 1
+    same = with_sizes_of(valid, train)
+    assert (same.input_size, same.target_size) == (6, 4)
+    assert same.X is valid.X and same.fingerprint() == valid.fingerprint()  # same arrays
+    assert with_sizes_of(train, train) is train  # nothing to change
+
+
+def test_with_sizes_of_refuses_ids_beyond_the_reference_in_one_line():
+    from seqbench.data import with_sizes_of
+
+    X, Y, mask = good()
+    train = SeqData(X, Y, mask, input_size=3, target_size=2)
+    X2, Y2, _ = good()
+    X2[1, 1] = 3
+    with pytest.raises(SeqbenchError, match=r"^valid\.X: expected token ids below 3 "
+                                            r"\(train's input_size; .*\), got 3$"):
+        with_sizes_of(SeqData(X2, Y2, mask), train)
+    Y2 = Y.copy()
+    Y2[1, -1] = 4
+    Y2[2, 0] = 99  # unscored: not looked at, as SeqData does not
+    with pytest.raises(SeqbenchError, match=r"^held\.Y: expected class ids below 2 "
+                                            r"\(fit's target_size; .*\), got 4$"):
+        with_sizes_of(SeqData(X, Y2, mask), train, name="held", reference="fit")
+    Y2[1, -1] = 1
+    assert with_sizes_of(SeqData(X, Y2, mask), train).target_size == 2
+
+
+def test_with_sizes_of_needs_equal_real_dimensions():
+    from seqbench.data import with_sizes_of
+
+    M = np.ones((2, 3), bool)
+    train = SeqData(np.zeros((2, 3, 2)), np.zeros((2, 3, 1)), M)
+    with pytest.raises(SeqbenchError, match=r"^valid\.input_size: expected D = 2 as in train"):
+        with_sizes_of(SeqData(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)), M), train)
+    with pytest.raises(SeqbenchError, match=r"^valid\.target_kind: expected 'real' as in train"):
+        with_sizes_of(SeqData(np.zeros((2, 3, 2)), np.zeros((2, 3), np.int64), M), train)

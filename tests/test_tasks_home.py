@@ -105,6 +105,15 @@ def test_synthetic_splits_are_distinct_streams(name, seed):
     ("cue-generation", {"n_cues": 1}), ("cue-generation", {"length": 1}),
     ("single-step", {"n_classes": 5, "n_tokens": 4}),
     ("single-step", {"noise": 0.75, "n_classes": 4}),
+    # beyond the bounds: an overflow or a MemoryError deep inside before
+    ("ar-process", {"noise_std": 1e300}), ("ar-process", {"noise_std": 1e-4}),
+    ("ar-process", {"length": 10**12}), ("ar-process", {"coefs": (0.1,) * 101}),
+    ("cv-track", {"dt": 1e300}), ("cv-track", {"accel_std": 1e300}),
+    ("cv-track", {"meas_std": 1e300}), ("cv-track", {"meas_std": 1e-300}),
+    ("cv-track", {"init_pos_std": 1e300}), ("cv-track", {"init_vel_std": float("inf")}),
+    ("cv-track", {"length": 10**12}), ("casino", {"length": 10**12}),
+    ("cue-generation", {"length": 10**12}), ("single-step", {"n_tokens": 10**12}),
+    ("single-step", {"n_classes": 10**12}),
 ])
 def test_bad_parameters_are_one_line_errors(name, params):
     for build in (lambda: sb.make_task(name, **params),  # the factory checks
@@ -112,6 +121,46 @@ def test_bad_parameters_are_one_line_errors(name, params):
         with pytest.raises(SeqbenchError) as err:
             build()
         assert "\n" not in str(err.value) and next(iter(params)) in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("cv-track", {"length": 300, "dt": 1e6, "accel_std": 1e6, "meas_std": 1e-6,
+                  "init_pos_std": 1e6, "init_vel_std": 1e6}),
+    ("cv-track", {"length": 300, "dt": 1e6, "accel_std": 1e6, "meas_std": 1e6,
+                  "init_pos_std": 0.0, "init_vel_std": 0.0}),
+    ("cv-track", {"length": 30, "dt": 5e-324, "accel_std": 0.0, "meas_std": 1e-6,
+                  "init_pos_std": 0.0, "init_vel_std": 0.0}),
+    ("ar-process", {"noise_std": 1e6}), ("ar-process", {"noise_std": 1e-3}),
+    ("ar-process", {"coefs": (0.999998,)}),
+    ("single-step", {"n_tokens": 10**6, "n_classes": 10**6}),
+])
+def test_at_the_bounds_data_and_references_are_finite(name, params):
+    """Every value the checks accept gives finite data, chance and oracle, without an
+    overflow warning on the way."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = sb.make_task(name, **params)
+        spec = task.spec()
+        data = task.sample(3, 0)
+    assert np.isfinite(spec.chance) and (spec.oracle is None or np.isfinite(spec.oracle))
+    for a in (data.X, data.Y[data.mask]):
+        assert np.isfinite(a).all()
+
+
+@pytest.mark.parametrize("p, root", [(3, 0.9995), (3, 0.99999), (4, 0.9995), (6, 0.99)])
+def test_ar_too_close_to_a_unit_root_is_refused_not_a_linalg_error(p, root):
+    """Repeated roots near 1 pass the spectral-radius check, but the stationary covariance
+    then comes out of the Lyapunov solve indefinite (a negative gamma_0, a failed Cholesky
+    factor in sampling): they are refused when built."""
+    poly = np.array([1.0])
+    for _ in range(p):
+        poly = np.convolve(poly, [1.0, -root])  # prod_k (1 - root z)
+    coefs = tuple(float(c) for c in -poly[1:])
+    with pytest.raises(SeqbenchError, match=r"^task 'ar-process', parameter 'coefs': expected "
+                                            r"coefficients far enough from a unit root"):
+        sb.make_task("ar-process", coefs=coefs)
 
 
 # -- dishonest casino -----------------------------------------------------------------------

@@ -255,6 +255,30 @@ def test_jane_version_1_data_is_unchanged(params, digest):
     assert _digest(task.sample(64, 123)) == digest
 
 
+@pytest.mark.parametrize("length, digest", [
+    # recorded from version 1 of AddingHS97 with p2 read off a list of the candidate steps
+    (20, "3547fec40fb605a3"), (21, "4981801626ef6ff8"), (57, "94b9395a6187d832"),
+    (100, "7021e37b1bf6a833"),
+])
+def test_hs97_adding_version_1_data_is_unchanged(length, digest):
+    task = sb.make_task("adding-hs97", length=length)
+    assert task.version == 1
+    assert _digest(task.sample(64, 123)) == digest
+
+
+@pytest.mark.parametrize("name, params", [
+    ("copy-memory", {"blanks": 5, "n_symbols": 30_000, "n_copy": 2}),
+    ("associative-recall", {"n_pairs": 3, "n_queries": 2, "n_values": 30_000}),
+])
+def test_one_hot_oracles_do_not_build_an_identity_of_the_vocabulary(name, params):
+    """np.eye(30000) alone is 7.2 GB; the one-hot rows of a few predictions are small."""
+    task = sb.make_task(name, **params)
+    data = task.sample(4, 0)
+    pred, proba = task.oracle_predict(data)
+    assert proba.shape == (*pred.shape, task.spec().target_size)
+    assert (proba.sum(-1) == 1).all() and (proba.argmax(-1) == pred).all()
+
+
 # -- adding ------------------------------------------------------------------------------
 def test_adding_targets_are_the_sum_of_the_marked_values(seed):
     T = 50
@@ -727,10 +751,32 @@ def test_hypothesis_jane(n_people, lag, query, distractors, n):
     ("associative-recall", {"n_keys": 4}, "parameter 'n_keys'"),
     ("jane-recall", {"n_people": 11}, "parameter 'n_people'"),
     ("jane-recall", {"n_people": 10, "lag": 20, "distractors": 1}, "parameter 'distractors'"),
+    # beyond the bounds: non-finite data or a MemoryError deep inside before
+    ("latch", {"noise_var": float("inf")}, r"parameter 'noise_var': expected a finite number"),
+    ("latch", {"noise_var": float("nan")}, "parameter 'noise_var'"),
+    ("latch", {"noise_var": 1e7}, r"parameter 'noise_var': .* <= 1e6"),
+    ("latch", {"length": 10**6 + 1}, r"parameter 'length': expected an int >= 2 and <= 10\*\*6"),
+    ("jane-recall", {"lag": 10**12}, r"parameter 'lag': expected an int >= 0 and <= 10\*\*6"),
+    ("jane-recall", {"lag_max": 10**12}, r"parameter 'lag_max': .* <= 10\*\*6"),
+    ("adding", {"length": 10**12}, r"parameter 'length': .* <= 10\*\*6"),
+    ("adding-hs97", {"length": 10**12}, r"parameter 'length': .* <= 10\*\*6"),
+    ("copy-memory", {"blanks": 10**12}, r"parameter 'blanks': .* <= 10\*\*6"),
+    ("copy-memory", {"n_symbols": 10**12}, r"parameter 'n_symbols': .* <= 10\*\*6"),
+    ("copy-memory", {"n_copy": 10**12}, r"parameter 'n_copy': .* <= 10\*\*6"),
+    ("temporal-order", {"length": 10**12}, r"parameter 'length': .* <= 10\*\*6"),
+    ("temporal-order", {"relevant": 2.0}, "parameter 'relevant'"),
+    ("associative-recall", {"lag": 10**12}, r"parameter 'lag': .* <= 10\*\*6"),
+    ("associative-recall", {"n_keys": 10**12}, r"parameter 'n_keys': .* <= 10\*\*6"),
+    ("associative-recall", {"n_values": 10**12}, r"parameter 'n_values': .* <= 10\*\*6"),
+    ("associative-recall", {"n_filler": 10**12}, r"parameter 'n_filler': .* <= 10\*\*6"),
+    ("associative-recall", {"n_pairs": 10**7, "n_keys": 10**7}, "parameter 'n_pairs'"),
 ])
 def test_bad_parameters_are_refused(name, params, message):
-    with pytest.raises(SeqbenchError, match=message):
-        sb.make_task(name, **params).sample(2, 0)
+    for build in (lambda: sb.make_task(name, **params),  # the factory checks
+                  lambda: sb.task_registry.get(name)(**params).sample(2, 0)):  # and sample
+        with pytest.raises(SeqbenchError, match=message) as err:
+            build()
+        assert "\n" not in str(err.value)
 
 
 def test_meta_is_a_frame_with_one_row_per_sequence():

@@ -367,7 +367,7 @@ class AutoRegressive(_DelayTapModel):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self._map_predict(X, self._linear)  # (N, T) ids or (N, T, K)
 
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         return int(self.coef_.size + (self.intercept_.size if self.fit_intercept else 0))
 
 
@@ -700,6 +700,6 @@ class FeedForward(_DelayTapModel):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self._map_predict(X, self._outputs)  # (N, T) ids or (N, T, K)
 
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         return int(sum(w.size for w in self.net_.coefs_)
                    + sum(b.size for b in self.net_.intercepts_))

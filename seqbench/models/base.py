@@ -13,6 +13,12 @@ model author writes:
   outputs are aligned with ``Y`` (a prediction at every step; only masked
   positions are scored).
 * ``_predict_proba(X)``: ``(N, T, K)`` class probabilities (class targets only).
+* ``_n_parameters()`` and ``_diagnostics(data)`` (optional): what the public
+  ``n_parameters`` and ``diagnostics`` report, called only on a fitted model
+  (``diagnostics`` passes :class:`~seqbench.data.SeqData` whose inputs are of the kind
+  and size seen in fit). The public methods refuse an unfitted model with a one-line
+  :class:`~seqbench.errors.SeqbenchError`. A model that overrides ``n_parameters`` or
+  ``diagnostics`` itself (as plugins written before the hooks existed do) keeps working.
 
 Capabilities are tags (class attribute ``_tags``, merged along the MRO):
 
@@ -36,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from ..data import SHAPES, SeqData, check_X
+from ..data import SHAPES, SeqData, check_X, with_sizes_of
 from ..errors import IncompatibleError, SeqbenchError
 
 DEFAULT_TAGS: dict[str, Any] = {
@@ -77,6 +83,9 @@ class SeqModel(BaseEstimator):
         that needs class probabilities when ``needs_proba``), or ``None``."""
         tags = self.tags()
         name = type(self).__name__
+        if shape is not None and shape not in SHAPES:
+            raise SeqbenchError(f"shape: expected None or one of {', '.join(SHAPES)}, "
+                                f"got {shape!r}")
         if data.input_kind not in tags["input_kinds"]:
             return f"{name} takes {' or '.join(tags['input_kinds'])} inputs, not {data.input_kind}"
         if data.target_kind not in tags["target_kinds"]:
@@ -92,7 +101,12 @@ class SeqModel(BaseEstimator):
 
     # -- public API --------------------------------------------------------------------
     def fit(self, data: SeqData, valid: SeqData | None = None, *, shape: str | None = None):
-        """Fit on ``data``; ``valid`` (optional) is used for early stopping or model choice."""
+        """Fit on ``data``; ``valid`` (optional) is used for early stopping or model choice.
+
+        ``valid`` must have the input and target kinds of ``data``, the same D and K for
+        real inputs and targets, and token and class ids within ``data``'s sizes (it is
+        handed to ``_fit`` with ``data``'s sizes). ``shape`` (optional) is the problem
+        shape, one of :data:`~seqbench.data.SHAPES`."""
         if not isinstance(data, SeqData):
             raise SeqbenchError(f"fit: expected SeqData, got {type(data).__name__}")
         why = self.incompatibility(data, shape)
@@ -101,20 +115,27 @@ class SeqModel(BaseEstimator):
         if valid is not None:
             if not isinstance(valid, SeqData):
                 raise SeqbenchError(f"fit: expected SeqData for valid, got {type(valid).__name__}")
-            for attr in ("input_kind", "target_kind", "input_size", "target_size"):
-                a, b = getattr(data, attr), getattr(valid, attr)
-                if a != b:
-                    raise SeqbenchError(f"valid.{attr}: expected {a!r} as in train, got {b!r}")
+            valid = with_sizes_of(valid, data, name="valid", reference="train")
         self.input_kind_ = data.input_kind
         self.input_size_ = data.input_size
         self.target_kind_ = data.target_kind
         self.target_size_ = data.target_size
-        self._fit(data, valid)
+        try:
+            self._fit(data, valid)
+        except BaseException:
+            # a failed fit leaves no fitted model behind: the public methods say so
+            for attr in ("input_kind_", "input_size_", "target_kind_", "target_size_"):
+                self.__dict__.pop(attr, None)
+            raise
         return self
 
-    def _check_fitted_X(self, X) -> np.ndarray:
+    def _check_fitted(self) -> None:
+        """Raise a one-line :class:`SeqbenchError` unless the model has been fitted."""
         if not hasattr(self, "input_kind_"):
             raise SeqbenchError(f"{type(self).__name__} is not fitted yet: call fit first")
+
+    def _check_fitted_X(self, X) -> np.ndarray:
+        self._check_fitted()
         return check_X(X, input_kind=self.input_kind_, input_size=self.input_size_)
 
     def predict(self, X) -> np.ndarray:
@@ -139,16 +160,22 @@ class SeqModel(BaseEstimator):
         return np.asarray(self._predict_proba(X))
 
     def n_parameters(self) -> int:
-        """Number of fitted parameters (0 where the notion does not apply)."""
-        return 0
+        """Number of fitted parameters (0 where the notion does not apply); needs a fit."""
+        self._check_fitted()
+        return int(self._n_parameters())
 
     def training_curve(self) -> list[dict[str, float]]:
         """Validation metric against training steps, where the model records one."""
         return list(getattr(self, "curve_", []) or [])
 
     def diagnostics(self, data: SeqData) -> dict[str, Any]:
-        """Model-specific probes computed after fitting (gradient decay, ...); none by default."""
-        return {}
+        """Model-specific probes of the fitted model on ``data`` (gradient decay, ...); none
+        by default. Needs a fit, and ``data`` with inputs of the kind and size seen in it."""
+        self._check_fitted()
+        if not isinstance(data, SeqData):
+            raise SeqbenchError(f"diagnostics: expected SeqData, got {type(data).__name__}")
+        self._check_fitted_X(data.X)
+        return self._diagnostics(data)
 
     # -- what subclasses implement ---------------------------------------------------
     def _check_params(self) -> None:
@@ -168,6 +195,15 @@ class SeqModel(BaseEstimator):
 
     def _predict_proba(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _n_parameters(self) -> int:
+        """Number of fitted parameters; the model is fitted. 0 by default."""
+        return 0
+
+    def _diagnostics(self, data: SeqData) -> dict[str, Any]:
+        """Probes of the fitted model on ``data`` (validated SeqData whose inputs have the
+        kind and size seen in fit); none by default."""
+        return {}
 
 
 def is_device_name(device) -> bool:

@@ -53,5 +53,5 @@ class ChanceBaseline(SeqModel):
             return np.full((N, T), int(np.argmax(self.prior_)), dtype=np.int64)
         return np.broadcast_to(self.mean_, (N, T, len(self.mean_))).copy()  # (N, T, K)
 
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         return int(self.target_size_)

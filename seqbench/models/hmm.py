@@ -687,7 +687,7 @@ class HiddenMarkov(SeqModel):
         return self._outputs(X, ids=self.target_kind_ == "classes")
 
     # -- reporting ---------------------------------------------------------------------
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         n = 0
         for model in self.hmms_:
             if model is not None:
@@ -696,7 +696,7 @@ class HiddenMarkov(SeqModel):
             n += self.readout_coef_.size + self.readout_intercept_.size
         return int(n)
 
-    def diagnostics(self, data: SeqData) -> dict[str, Any]:
+    def _diagnostics(self, data: SeqData) -> dict[str, Any]:
         """How fast the fitted chain forgets its start state.
 
         ``state_forgetting``: ``k`` = 1..T (T of ``data``) and ``tv`` =

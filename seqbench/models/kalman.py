@@ -1073,13 +1073,13 @@ class LDSModel(SeqModel):
         return out
 
     # -- reporting -----------------------------------------------------------------------
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         p = self.params_
         n, k = p.A.shape[0], p.C.shape[0]
         return int(p.A.size + p.B.size + p.C.size + p.D.size
                    + n * (n + 1) // 2 * 2 + k * (k + 1) // 2 + n)
 
-    def diagnostics(self, data: SeqData) -> dict[str, Any]:
+    def _diagnostics(self, data: SeqData) -> dict[str, Any]:
         """``state_decay``: the spectral norm of A^k for k = 0..T (T of ``data``)."""
         return {"state_decay": _state_decay(self.params_.A, int(data.T))}
 
@@ -1254,10 +1254,10 @@ class StructuralModel(SeqModel):
                 start += len(s)
         return out
 
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         return int(self.sigma2_.size)
 
-    def diagnostics(self, data: SeqData) -> dict[str, Any]:
+    def _diagnostics(self, data: SeqData) -> dict[str, Any]:
         """``state_decay``: the spectral norm of A^k for k = 0..T (T of ``data``)."""
         return {"state_decay": _state_decay(np.array(self.A, float), int(data.T))}
 

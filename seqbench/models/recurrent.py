@@ -669,17 +669,12 @@ class RecurrentModel(SeqModel):
         return batch, per_epoch, steps
 
     # -- diagnostics -------------------------------------------------------------------
-    def diagnostics(self, data: SeqData) -> dict[str, Any]:
+    def _diagnostics(self, data: SeqData) -> dict[str, Any]:
         """``{"grad_decay": {"k": [...], "init": [...], "trained": [...]}}``: the norm
         ``||∂s_T/∂s_{T-k}||_F`` (module docstring) at initialisation (measured in fit on
         the first training sequences, ``grad_decay_init_``) and with the fitted weights
         (on the first sequences of ``data``), for the k both cover."""
-        if not hasattr(self, "net_"):
-            raise SeqbenchError(f"{type(self).__name__} is not fitted yet: call fit first")
-        if not isinstance(data, SeqData):
-            raise SeqbenchError(f"diagnostics: expected SeqData, got {type(data).__name__}")
-        X = self._check_fitted_X(data.X)
-        trained = gradient_decay(self.net_, X, data.mask, max_k=self.grad_decay_max_k,
+        trained = gradient_decay(self.net_, data.X, data.mask, max_k=self.grad_decay_max_k,
                                  n_sequences=self.grad_decay_sequences,
                                  max_rows=self.grad_decay_rows)
         return self.decay_diagnostics(trained)
@@ -688,6 +683,7 @@ class RecurrentModel(SeqModel):
         """:meth:`diagnostics` from the curve of the fitted network, ``trained`` (as
         :func:`gradient_decay` returns it; stacked training measures its members'
         together)."""
+        self._check_fitted()
         init = self.grad_decay_init_
         K = min(len(init["k"]), len(trained["k"]))
         return {"grad_decay": {"k": list(range(1, K + 1)), "init": init["norm"][:K],
@@ -727,7 +723,7 @@ class RecurrentModel(SeqModel):
     def _predict(self, X: np.ndarray) -> np.ndarray:
         return self._outputs(X, how="ids" if self.target_kind_ == "classes" else "raw")
 
-    def n_parameters(self) -> int:
+    def _n_parameters(self) -> int:
         return int(sum(p.numel() for p in self.net_.parameters()))
 
     def __getstate__(self):

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, Task
 
 N_LAG_BINS = 4
 
@@ -38,8 +38,8 @@ class AddingProblem(Task):
 
     Exact definition
     ----------------
-    * Every sequence has ``length`` = T steps. Column 0 holds values drawn i.i.d.
-      from U[0, 1]; column 1 is 0 except at two marked steps, where it is 1.
+    * Every sequence has ``length`` = T steps (2 to 10**6). Column 0 holds values drawn
+      i.i.d. from U[0, 1]; column 1 is 0 except at two marked steps, where it is 1.
     * The first marked step p1 is uniform in the first half, ``[0, T // 2)``; the
       second p2 uniform in the second half, ``[T // 2, T)``.
     * The target at the last step is the sum of the two marked values,
@@ -61,8 +61,7 @@ class AddingProblem(Task):
         self.length = length
 
     def check(self) -> None:
-        self._require(isinstance(self.length, int) and self.length >= 2, "length",
-                      "an int >= 2")
+        self._require_int("length", 2, MAX_LENGTH)
 
     def spec(self) -> TaskSpec:
         self.check()
@@ -105,8 +104,8 @@ class AddingHS97(Task):
     Exact definition
     ----------------
     * Each sequence's length is an integer drawn uniformly from
-      ``[T, T + T // 10]`` (``T = length``); shorter sequences are right-padded with
-      zeros and never scored there.
+      ``[T, T + T // 10]`` (``T = length``, 20 to 10**6); shorter sequences are
+      right-padded with zeros and never scored there.
     * Column 0 holds values drawn i.i.d. from U[-1, 1]. Column 1, the marker, is
       1.0 at the two marked steps, -1.0 at the first and at the last step of the
       sequence when they are not marked, and 0.0 elsewhere.
@@ -141,8 +140,8 @@ class AddingHS97(Task):
         self.length = length
 
     def check(self) -> None:
-        self._require(isinstance(self.length, int) and self.length >= 20, "length",
-                      "an int >= 20 (p1 in the first ten steps, p2 in the first T // 2)")
+        self._require_int("length", 20, MAX_LENGTH,
+                          " (p1 in the first ten steps, p2 in the first T // 2)")
 
     @property
     def q_first_marked(self) -> float:
@@ -181,8 +180,9 @@ class AddingHS97(Task):
             L = int(rng.integers(T, T_max + 1))
             X[i, :L, 0] = rng.uniform(-1.0, 1.0, size=L)
             p1 = int(rng.integers(0, 10))
-            cand = [t for t in range(T // 2) if t != p1][:n_cand]  # the first T/2-1 unmarked
-            p2 = cand[int(rng.integers(n_cand))]
+            # p2: the r-th of the first T/2-1 unmarked steps, [0, T // 2) less p1
+            r = int(rng.integers(n_cand))
+            p2 = r if r < p1 else r + 1
             X[i, 0, 1] = -1.0
             X[i, L - 1, 1] = -1.0
             X[i, [p1, p2], 1] = 1.0

@@ -25,11 +25,21 @@ coefficients, ``sum_i phi_i y_{t+1-i}``, with expected MSE ``noise_std^2``.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
-from scipy.linalg import solve_discrete_lyapunov
+from scipy.linalg import LinAlgWarning, solve_discrete_lyapunov
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, MAX_SCALE, Task, is_number
+
+#: the highest AR order (the oracle's early-step solves cost O(p^4) in all)
+MAX_ORDER = 100
+#: the lowest innovation standard deviation: the first p values are drawn with a 1e-12
+#: jitter on their covariance, negligible against noise_std^2 from here on
+MIN_NOISE_STD = 1e-3
+#: the largest stationary variance gamma_0 (so the data and their squares stay finite)
+MAX_VARIANCE = 1e100
 
 
 class ARProcess(Task):
@@ -37,9 +47,12 @@ class ARProcess(Task):
 
     Parameters
     ----------
-    coefs : the AR coefficients ``(phi_1, ..., phi_p)`` (stationary).
-    noise_std : standard deviation of the innovations.
-    length : steps per sequence (forecasts per sequence, scored from step p - 1 on).
+    coefs : the AR coefficients ``(phi_1, ..., phi_p)``, order p from 1 to 100:
+        stationary (companion spectral radius below 1 - 1e-6) and far enough from a unit
+        root that the computed ``Gamma_p`` is positive definite, ``gamma_0`` at most 1e100.
+    noise_std : standard deviation of the innovations, in ``[1e-3, 1e6]``.
+    length : steps per sequence (forecasts per sequence, scored from step p - 1 on),
+        from p to 10**6.
     """
 
     name = "ar-process"
@@ -60,17 +73,35 @@ class ARProcess(Task):
         return len(self.coefs)
 
     def check(self) -> None:
-        ok = isinstance(self.coefs, tuple | list) and len(self.coefs) >= 1 and all(
-            _is_number(c) for c in self.coefs
+        ok = isinstance(self.coefs, tuple | list) and 1 <= len(self.coefs) <= MAX_ORDER and all(
+            is_number(c) and abs(c) < 1e300 for c in self.coefs  # floats, not huge ints
         )
-        self._require(ok, "coefs", "a non-empty list of finite numbers")
-        self._require(_is_number(self.noise_std) and self.noise_std > 0, "noise_std",
-                      "a number > 0")
-        self._require(isinstance(self.length, int) and self.length >= self.order, "length",
-                      f"an int >= the order {self.order}")
+        self._require(ok, "coefs", f"a list of 1 to {MAX_ORDER} finite numbers")
+        self._require_number("noise_std", MIN_NOISE_STD, MAX_SCALE)
+        self._require_int("length", self.order, MAX_LENGTH, " (at least the order)")
         radius = np.abs(np.linalg.eigvals(self.companion())).max()
         self._require(radius < 1 - 1e-6, "coefs",
                       f"stationary coefficients (companion spectral radius {radius:.4g} >= 1)")
+        # near a unit root the Lyapunov solve loses its accuracy: Gamma_p must still come
+        # out positive definite (the first p values are drawn from it) and gamma_0 bounded;
+        # that is checked here, so scipy's warning of an ill-conditioned solve is not needed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LinAlgWarning)
+            cov = self.stationary_cov()
+        gamma0 = float(cov[0, 0])
+        self._require(bool(np.isfinite(cov).all()) and gamma0 <= MAX_VARIANCE
+                      and self._start_factor(cov) is not None, "coefs",
+                      f"coefficients far enough from a unit root that the stationary "
+                      f"covariance is positive definite with gamma_0 <= {MAX_VARIANCE:g} "
+                      f"(computed gamma_0 = {gamma0:.4g})")
+
+    def _start_factor(self, cov: np.ndarray) -> np.ndarray | None:
+        """The Cholesky factor the first p values are drawn with (``Gamma_p`` plus a 1e-12
+        jitter), or None where that matrix is not positive definite."""
+        try:
+            return np.linalg.cholesky(cov + 1e-12 * np.eye(self.order))
+        except np.linalg.LinAlgError:
+            return None
 
     def companion(self) -> np.ndarray:
         """Companion matrix: ``s_t = Phi s_{t-1} + (e_t, 0, ..)``, ``s_t = (y_t..y_{t-p+1})``."""
@@ -113,7 +144,7 @@ class ARProcess(Task):
         p, T = self.order, self.length
         phi = np.asarray(self.coefs, dtype=float)
         y = np.empty((n, T + 1))
-        L = np.linalg.cholesky(self.stationary_cov() + 1e-12 * np.eye(p))
+        L = self._start_factor(self.stationary_cov())  # checked: not None
         s = rng.standard_normal((n, p)) @ L.T  # s_{p-1} = (y_{p-1}, ..., y_0) ~ N(0, Gamma_p)
         y[:, :p] = s[:, ::-1]
         e = rng.standard_normal((n, T + 1)) * self.noise_std
@@ -145,8 +176,3 @@ class ARProcess(Task):
         for t in range(p - 1, T):
             out[:, t] = y[:, t - p + 1: t + 1][:, ::-1] @ phi  # sum_i phi_i y_{t+1-i}
         return out[..., None], None
-
-
-def _is_number(value) -> bool:
-    """A finite real number (not a bool): what a numeric parameter must be."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

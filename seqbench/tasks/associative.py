@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, MAX_VOCAB, Task, is_int, one_hot
 
 PAD = 0
 
@@ -49,13 +49,14 @@ class AssociativeRecall(Task):
 
     Parameters
     ----------
-    n_pairs : key-value pairs in the context.
+    n_pairs : key-value pairs in the context (1 to ``n_keys``, at most 10**6).
     n_queries : queries per sequence (distinct keys; at most ``n_pairs``).
-    lag : filler tokens between the context and the first query.
-    lag_max : if set, each example's gap is uniform in ``[lag, lag_max]``.
-    n_keys : size of the key vocabulary (at least ``n_pairs``).
-    n_values : size of the value vocabulary; chance accuracy is ``1 / n_values``.
-    n_filler : size of the filler vocabulary.
+    lag : filler tokens between the context and the first query (0 to 10**6).
+    lag_max : if set, each example's gap is uniform in ``[lag, lag_max]`` (at most 10**6).
+    n_keys : size of the key vocabulary (``n_pairs`` to 10**6).
+    n_values : size of the value vocabulary (2 to 10**6); chance accuracy is
+        ``1 / n_values``.
+    n_filler : size of the filler vocabulary (1 to 10**6).
     """
 
     name = "associative-recall"
@@ -73,21 +74,18 @@ class AssociativeRecall(Task):
         self.n_filler = n_filler
 
     def check(self) -> None:
-        self._require(isinstance(self.n_pairs, int) and self.n_pairs >= 1, "n_pairs",
-                      "an int >= 1")
-        self._require(isinstance(self.n_queries, int) and 1 <= self.n_queries <= self.n_pairs,
+        self._require_int("n_pairs", 1, MAX_LENGTH)
+        self._require(is_int(self.n_queries) and 1 <= self.n_queries <= self.n_pairs,
                       "n_queries", f"an int in [1, n_pairs = {self.n_pairs}]")
-        self._require(isinstance(self.lag, int) and self.lag >= 0, "lag", "an int >= 0")
+        self._require_int("lag", 0, MAX_LENGTH)
         self._require(
-            self.lag_max is None or (isinstance(self.lag_max, int) and self.lag_max >= self.lag),
-            "lag_max", "None or an int >= lag",
+            self.lag_max is None or (is_int(self.lag_max)
+                                     and self.lag <= self.lag_max <= MAX_LENGTH),
+            "lag_max", "None or an int >= lag and <= 10**6",
         )
-        self._require(isinstance(self.n_keys, int) and self.n_keys >= self.n_pairs, "n_keys",
-                      f"an int >= n_pairs = {self.n_pairs}")
-        self._require(isinstance(self.n_values, int) and self.n_values >= 2, "n_values",
-                      "an int >= 2")
-        self._require(isinstance(self.n_filler, int) and self.n_filler >= 1, "n_filler",
-                      "an int >= 1")
+        self._require_int("n_keys", self.n_pairs, MAX_VOCAB, " (at least n_pairs)")
+        self._require_int("n_values", 2, MAX_VOCAB)
+        self._require_int("n_filler", 1, MAX_VOCAB)
 
     # token ranges: keys, then values, then filler
     @property
@@ -165,4 +163,4 @@ class AssociativeRecall(Task):
                     pred[i, t] = bound[tok]
                 if t > 0 and v0 <= tok < f0 and self.key0 <= int(x[t - 1]) < v0:
                     bound.setdefault(int(x[t - 1]), tok - v0)
-        return pred, np.eye(self.n_values)[pred]
+        return pred, one_hot(pred, self.n_values)

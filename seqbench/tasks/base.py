@@ -4,10 +4,26 @@ A task is a generator of :class:`~seqbench.data.SeqData` whose parameters are it
 constructor arguments (stored as given; checked by :meth:`Task.check`). Subclasses
 implement :meth:`Task.spec` and :meth:`Task._sample`; tasks with their own scoring
 rule (a pass criterion, say) extend :meth:`Task.score`.
+
+Bounds every built-in task holds its parameters to (checked by ``check``, so
+:func:`~seqbench.registry.make_task` and the suite loader refuse a value beyond them with a
+one-line error instead of a ``MemoryError`` or an overflow deep inside sampling):
+
+* a length-like parameter (a sequence length, a lag, a gap, a count of steps or of pairs)
+  is at most :data:`MAX_LENGTH` = 10**6 steps;
+* a vocabulary-like parameter (a number of tokens, symbols, keys, values or classes) is
+  at most :data:`MAX_VOCAB` = 10**6;
+* a float parameter is finite (no NaN or infinity), and a scale (a standard deviation, a
+  variance, a time step) at most :data:`MAX_SCALE` = 1e6, so that the data and the
+  task's chance and oracle values are finite.
+
+A task may hold a parameter to a tighter bound where its own computation needs one (each
+task's docstring says so).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -18,6 +34,47 @@ from ..metrics import check_predictions, masked_metrics, sliced_metrics
 from ..registry import param_defaults
 
 SPLITS = ("train", "valid", "test")
+
+#: the longest a length-like task parameter (a length, a lag, a gap) may be, in steps
+MAX_LENGTH = 10**6
+#: the largest a vocabulary-like task parameter (tokens, symbols, keys, classes) may be
+MAX_VOCAB = 10**6
+#: the largest a scale-like float task parameter (a standard deviation, a variance) may be
+MAX_SCALE = 1e6
+
+
+def is_int(value: Any) -> bool:
+    """An int that is not a bool: what an integer parameter must be."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite real number (not a bool): what a numeric parameter must be. (An int of any
+    size is finite; ``np.isfinite`` would fail on one beyond 64 bits.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def bound_text(value: float) -> str:
+    """A bound as the messages write it: ``10**6`` for an int power of ten from 10**4 up,
+    ``1e6`` for such a float, else the number itself (``%g``)."""
+    if value >= 1e4:
+        k = round(math.log10(value))
+        if isinstance(value, int) and value == 10**k:
+            return f"10**{k}"
+        if isinstance(value, float) and value == 10.0**k:
+            return f"1e{k}"
+    return f"{value:g}"
+
+
+def one_hot(ids: np.ndarray, k: int) -> np.ndarray:
+    """``ids`` (any shape) as one-hot float rows of ``k`` classes, (..., k), without the
+    (k, k) identity that ``np.eye(k)[ids]`` builds first."""
+    ids = np.asarray(ids)
+    out = np.zeros((*ids.shape, k))
+    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
+    return out
 
 
 class Task:
@@ -49,6 +106,23 @@ class Task:
                 f"task {self.name!r}, parameter {param!r}: expected {expected}, "
                 f"got {getattr(self, param)!r}"
             )
+
+    def _require_int(self, param: str, lo: int, hi: int | None = None, note: str = "") -> None:
+        """``param`` is an int (not a bool) in ``[lo, hi]`` (``hi=None``: no upper bound);
+        the message reads "an int >= lo and <= hi" plus ``note``."""
+        value = getattr(self, param)
+        ok = is_int(value) and value >= lo and (hi is None or value <= hi)
+        upper = "" if hi is None else f" and <= {bound_text(hi)}"
+        self._require(ok, param, f"an int >= {lo}{upper}{note}")
+
+    def _require_number(self, param: str, lo: float, hi: float, *, open_lo: bool = False,
+                        note: str = "") -> None:
+        """``param`` is a finite number (not a bool) in ``[lo, hi]``, or ``(lo, hi]`` with
+        ``open_lo``; the message reads "a finite number > lo and <= hi" plus ``note``."""
+        value = getattr(self, param)
+        ok = is_number(value) and (value > lo if open_lo else value >= lo) and value <= hi
+        self._require(ok, param, f"a finite number {'>' if open_lo else '>='} {lo:g} and <= "
+                                 f"{bound_text(hi)}{note}")
 
     def _check_seed(self, seed) -> None:
         if not isinstance(seed, int | np.integer) or isinstance(seed, bool) or seed < 0:

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, Task, is_number
 
 ORACLE_SEED = 20_240_611
 ORACLE_ROLLS = 1_000_000
@@ -51,7 +51,7 @@ class DishonestCasino(Task):
 
     Parameters
     ----------
-    length : rolls per sequence.
+    length : rolls per sequence (1 to 10**6).
     p_six : probability of a six on the loaded die (the other faces share the rest).
     p_fair_to_loaded, p_loaded_to_fair : switching probabilities between rolls.
     oracle_decoder : ``"viterbi"`` (the whole sequence; the issue's oracle) or
@@ -77,14 +77,14 @@ class DishonestCasino(Task):
         self.oracle_decoder = oracle_decoder
 
     def check(self) -> None:
-        self._require(isinstance(self.length, int) and self.length >= 1, "length", "an int >= 1")
-        self._require(_is_number(self.p_six) and 0.0 <= self.p_six <= 1.0, "p_six",
+        self._require_int("length", 1, MAX_LENGTH)
+        self._require(is_number(self.p_six) and 0.0 <= self.p_six <= 1.0, "p_six",
                       "a probability in [0, 1]")
         self._require(self.p_six != 1 / 6, "p_six",
                       "a value other than 1/6 (the loaded die would equal the fair one)")
         for p in ("p_fair_to_loaded", "p_loaded_to_fair"):
             value = getattr(self, p)
-            self._require(_is_number(value) and 0.0 < value <= 1.0, p, "a probability in (0, 1]")
+            self._require(is_number(value) and 0.0 < value <= 1.0, p, "a probability in (0, 1]")
         self._require(self.oracle_decoder in DECODERS, "oracle_decoder",
                       f"one of {', '.join(DECODERS)}")
 
@@ -196,8 +196,3 @@ def _oracle_accuracy(length: int, p_six: float, a: float, b: float, decoder: str
     else:
         pred = task.viterbi(data.X)
     return float(np.mean(pred == data.Y))
-
-
-def _is_number(value) -> bool:
-    """A finite real number (not a bool): what a numeric parameter must be."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, MAX_VOCAB, Task, one_hot
 
 
 class CopyMemory(Task):
@@ -54,9 +54,10 @@ class CopyMemory(Task):
 
     Parameters
     ----------
-    blanks : T, the blanks between the symbols and the output (delimiter included).
-    n_symbols : alphabet size of the symbols to copy (8 in the paper).
-    n_copy : how many symbols to copy (10 in the paper).
+    blanks : T, the blanks between the symbols and the output (delimiter included), 1 to
+        10**6.
+    n_symbols : alphabet size of the symbols to copy (8 in the paper), 2 to 10**6.
+    n_copy : how many symbols to copy (10 in the paper), 1 to 10**6.
     scored : ``"output"`` (the output positions) or ``"all"`` (every position).
     """
 
@@ -71,10 +72,9 @@ class CopyMemory(Task):
         self.scored = scored
 
     def check(self) -> None:
-        self._require(isinstance(self.blanks, int) and self.blanks >= 1, "blanks", "an int >= 1")
-        self._require(isinstance(self.n_symbols, int) and self.n_symbols >= 2, "n_symbols",
-                      "an int >= 2")
-        self._require(isinstance(self.n_copy, int) and self.n_copy >= 1, "n_copy", "an int >= 1")
+        self._require_int("blanks", 1, MAX_LENGTH)
+        self._require_int("n_symbols", 2, MAX_VOCAB)
+        self._require_int("n_copy", 1, MAX_LENGTH)
         self._require(self.scored in ("output", "all"), "scored", "'output' or 'all'")
 
     @property
@@ -135,5 +135,5 @@ class CopyMemory(Task):
         K = self.n_copy
         pred = np.zeros_like(data.X)
         pred[:, -K:] = data.X[:, :K]
-        proba = np.eye(self.n_symbols + 1)[pred]  # (N, T, K) one-hot
+        proba = one_hot(pred, self.n_symbols + 1)  # (N, T, K)
         return pred, proba

@@ -43,7 +43,7 @@ import pandas as pd
 
 from ..data import SeqData, TaskSpec
 from ..errors import SeqbenchError
-from .base import Task
+from .base import Task, is_int
 
 N_PIXELS = 64
 N_CLASSES = 10
@@ -153,7 +153,7 @@ class PermutedDigits(SequentialDigits):
         self.permutation_seed = permutation_seed
 
     def check(self) -> None:
-        self._require(isinstance(self.permutation_seed, int) and self.permutation_seed >= 0,
+        self._require(is_int(self.permutation_seed) and self.permutation_seed >= 0,
                       "permutation_seed", "an int >= 0")
 
     def order(self) -> np.ndarray:

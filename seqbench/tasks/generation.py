@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, Task, is_int
 
 BLANK = 0
 
@@ -40,7 +40,7 @@ class CueGeneration(Task):
     Parameters
     ----------
     n_cues : number of cues, and of symbols (2 to 64); chance accuracy is ``1/n_cues``.
-    length : steps per sequence: the cue and ``length - 1`` outputs.
+    length : steps per sequence: the cue and ``length - 1`` outputs (2 to 10**6).
     table_seed : seed of the fixed cue -> sequence table.
     """
 
@@ -53,10 +53,10 @@ class CueGeneration(Task):
         self.table_seed = table_seed
 
     def check(self) -> None:
-        self._require(isinstance(self.n_cues, int) and 2 <= self.n_cues <= 64, "n_cues",
+        self._require(is_int(self.n_cues) and 2 <= self.n_cues <= 64, "n_cues",
                       "an int in [2, 64]")
-        self._require(isinstance(self.length, int) and self.length >= 2, "length", "an int >= 2")
-        self._require(isinstance(self.table_seed, int) and self.table_seed >= 0, "table_seed",
+        self._require_int("length", 2, MAX_LENGTH)
+        self._require(is_int(self.table_seed) and self.table_seed >= 0, "table_seed",
                       "an int >= 0")
 
     def table(self) -> np.ndarray:

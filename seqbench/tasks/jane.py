@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, Task, is_int
 
 NAMES = (
     "Jane John Mary Paul Anna Mark Lucy Tom Emma Jack Sara Luke Nina Carl Eva Ivan "
@@ -69,8 +69,8 @@ class JaneRecall(Task):
 
     Parameters
     ----------
-    lag : tokens between the end of the last introduction and the query.
-    lag_max : if set, each example's lag is uniform in ``[lag, lag_max]``.
+    lag : tokens between the end of the last introduction and the query (0 to 10**6).
+    lag_max : if set, each example's lag is uniform in ``[lag, lag_max]`` (at most 10**6).
     n_names : size of the name vocabulary (2 to 32); chance accuracy is ``1/n_names``.
     n_filler : size of the filler vocabulary (1 to 56).
     distractors : filler sentences replaced by sentences about other names.
@@ -102,19 +102,20 @@ class JaneRecall(Task):
         self.n_people = n_people
 
     def check(self) -> None:
-        self._require(isinstance(self.lag, int) and self.lag >= 0, "lag", "an int >= 0")
+        self._require_int("lag", 0, MAX_LENGTH)
         self._require(
-            self.lag_max is None or (isinstance(self.lag_max, int) and self.lag_max >= self.lag),
-            "lag_max", "None or an int >= lag",
+            self.lag_max is None or (is_int(self.lag_max)
+                                     and self.lag <= self.lag_max <= MAX_LENGTH),
+            "lag_max", "None or an int >= lag and <= 10**6",
         )
-        self._require(isinstance(self.n_names, int) and 2 <= self.n_names <= len(NAMES),
+        self._require(is_int(self.n_names) and 2 <= self.n_names <= len(NAMES),
                       "n_names", f"an int in [2, {len(NAMES)}]")
-        self._require(isinstance(self.n_filler, int) and 1 <= self.n_filler <= len(FILLER),
+        self._require(is_int(self.n_filler) and 1 <= self.n_filler <= len(FILLER),
                       "n_filler", f"an int in [1, {len(FILLER)}]")
         self._require(self.query in ("first", "either"), "query", "'first' or 'either'")
-        self._require(isinstance(self.distractors, int) and self.distractors >= 0,
+        self._require(is_int(self.distractors) and self.distractors >= 0,
                       "distractors", "an int >= 0")
-        self._require(isinstance(self.n_people, int) and 2 <= self.n_people <= self.n_names,
+        self._require(is_int(self.n_people) and 2 <= self.n_people <= self.n_names,
                       "n_people", f"an int in [2, n_names = {self.n_names}]")
         self._require(self.distractors == 0 or self.n_names > self.n_people, "distractors",
                       f"0 when n_names <= n_people = {self.n_people} "

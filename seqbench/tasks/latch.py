@@ -43,7 +43,7 @@ import pandas as pd
 
 from ..data import SeqData, TaskSpec
 from .adding import lag_bins
-from .base import Task
+from .base import MAX_LENGTH, MAX_SCALE, Task
 
 
 class Latch(Task):
@@ -51,10 +51,11 @@ class Latch(Task):
 
     Parameters
     ----------
-    length : T; lengths are uniform in ``[T, T + T // 10]``.
+    length : T (``n_info + 1`` to 10**6); lengths are uniform in ``[T, T + T // 10]``.
     n_info : how many leading elements carry the class (1 or 3 in the paper).
     info_noise : add the noise to the informative elements too (task 3b).
-    noise_var : variance of the Gaussian noise (0.2 in the paper).
+    noise_var : variance of the Gaussian noise (0.2 in the paper), a finite number in
+        ``(0, 1e6]``.
     """
 
     name = "latch"
@@ -68,12 +69,11 @@ class Latch(Task):
         self.noise_var = noise_var
 
     def check(self) -> None:
-        self._require(isinstance(self.n_info, int) and self.n_info >= 1, "n_info", "an int >= 1")
-        self._require(isinstance(self.length, int) and self.length > self.n_info, "length",
-                      f"an int > n_info = {self.n_info}")
+        self._require_int("n_info", 1, MAX_LENGTH - 1)
+        self._require_int("length", self.n_info + 1, MAX_LENGTH,
+                          f" (above n_info = {self.n_info})")
         self._require(isinstance(self.info_noise, bool), "info_noise", "True or False")
-        self._require(isinstance(self.noise_var, int | float) and self.noise_var > 0,
-                      "noise_var", "a positive number")
+        self._require_number("noise_var", 0, MAX_SCALE, open_lo=True)
 
     def oracle_accuracy(self) -> float:
         if not self.info_noise:

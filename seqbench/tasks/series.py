@@ -51,7 +51,7 @@ import pandas as pd
 
 from ..data import SeqData, TaskSpec
 from ..datasets import load_series
-from .base import Task
+from .base import Task, is_number
 
 
 @cache
@@ -86,7 +86,7 @@ class SeriesForecast(Task):
     def check(self) -> None:
         for p in ("train_frac", "valid_frac"):
             value = getattr(self, p)
-            self._require(_is_number(value) and 0 < value < 1, p, "a fraction in (0, 1)")
+            self._require(is_number(value) and 0 < value < 1, p, "a fraction in (0, 1)")
         self._require(isinstance(self.standardise, bool), "standardise", "true or false")
         n = len(_load(self.series)[1])
         n_tr, n_va = self.cuts()
@@ -189,8 +189,3 @@ class Sunspots(SeriesForecast):
                + SeriesForecast.__doc__)
     name = "sunspots"
     series = "sunspots"
-
-
-def _is_number(value) -> bool:
-    """A finite real number (not a bool): what a numeric parameter must be."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

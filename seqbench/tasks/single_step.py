@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_VOCAB, Task, is_int, is_number
 
 
 class SingleStep(Task):
@@ -35,7 +35,7 @@ class SingleStep(Task):
 
     Parameters
     ----------
-    n_tokens : input vocabulary size (>= n_classes).
+    n_tokens : input vocabulary size (n_classes to 10**6).
     n_classes : number of classes (2 to n_tokens).
     noise : probability that a label is replaced by another class, in [0, 1 - 1/n_classes).
     table_seed : seed of the fixed token -> class map.
@@ -52,14 +52,13 @@ class SingleStep(Task):
         self.table_seed = table_seed
 
     def check(self) -> None:
-        self._require(isinstance(self.n_classes, int) and self.n_classes >= 2, "n_classes",
-                      "an int >= 2")
-        self._require(isinstance(self.n_tokens, int) and self.n_tokens >= self.n_classes,
-                      "n_tokens", f"an int >= n_classes ({self.n_classes})")
-        self._require(_is_number(self.noise) and 0.0 <= self.noise < 1.0 - 1.0 / self.n_classes,
+        self._require_int("n_classes", 2, MAX_VOCAB)
+        self._require_int("n_tokens", self.n_classes, MAX_VOCAB,
+                          f" (at least n_classes = {self.n_classes})")
+        self._require(is_number(self.noise) and 0.0 <= self.noise < 1.0 - 1.0 / self.n_classes,
                       "noise",
                       f"a probability in [0, {1 - 1 / self.n_classes:.4g})")
-        self._require(isinstance(self.table_seed, int) and self.table_seed >= 0, "table_seed",
+        self._require(is_int(self.table_seed) and self.table_seed >= 0, "table_seed",
                       "an int >= 0")
 
     def table(self) -> np.ndarray:
@@ -106,8 +105,3 @@ class SingleStep(Task):
         proba = np.full((*pred.shape, C), eps / (C - 1))
         np.put_along_axis(proba, pred[..., None], 1 - eps, axis=-1)  # P(y = f(x) | x) = 1 - eps
         return pred, proba
-
-
-def _is_number(value) -> bool:
-    """A finite real number (not a bool): what a numeric parameter must be."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)

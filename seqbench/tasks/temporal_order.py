@@ -47,7 +47,7 @@ import pandas as pd
 
 from ..data import SeqData, TaskSpec
 from .adding import lag_bins
-from .base import Task
+from .base import MAX_LENGTH, Task, is_int, one_hot
 
 VOCAB = ("<pad>", "a", "b", "c", "d", "X", "Y", "E", "B")
 PAD, X_TOK, Y_TOK, START, END = 0, 5, 6, 7, 8
@@ -62,7 +62,8 @@ class TemporalOrder(Task):
 
     Parameters
     ----------
-    length : T; lengths are uniform in ``[T, T + T // 10]`` and positions scale with T.
+    length : T (20 to 10**6); lengths are uniform in ``[T, T + T // 10]`` and positions
+        scale with T.
     relevant : 2 (experiment 6a, 4 classes) or 3 (6b, 8 classes).
     """
 
@@ -74,9 +75,10 @@ class TemporalOrder(Task):
         self.relevant = relevant
 
     def check(self) -> None:
-        self._require(self.relevant in (2, 3), "relevant", "2 (experiment 6a) or 3 (6b)")
-        self._require(isinstance(self.length, int) and self.length >= 20, "length",
-                      "an int >= 20 (so the scaled position ranges stay apart)")
+        self._require(is_int(self.relevant) and self.relevant in (2, 3), "relevant",
+                      "2 (experiment 6a) or 3 (6b)")
+        self._require_int("length", 20, MAX_LENGTH,
+                          " (so the scaled position ranges stay apart)")
 
     def position_ranges(self) -> list[tuple[int, int]]:
         """The 1-based inclusive ranges of t1, t2 (, t3) for this ``length``."""
@@ -142,4 +144,4 @@ class TemporalOrder(Task):
             bits = [int(x == Y_TOK) for x in data.X[i] if x in (X_TOK, Y_TOK)]
             cls = sum(b << (self.relevant - 1 - j) for j, b in enumerate(bits))
             pred[i] = cls
-        return pred, np.eye(k)[pred]
+        return pred, one_hot(pred, k)

@@ -35,7 +35,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..data import SeqData, TaskSpec
-from .base import Task
+from .base import MAX_LENGTH, MAX_SCALE, Task
+
+#: the smallest measurement noise standard deviation: meas_std^2 stays far from float
+#: underflow, so the innovation variance S = H P H' + R is positive even when P is 0
+MIN_MEAS_STD = 1e-6
 
 
 class ConstantVelocityTrack(Task):
@@ -43,11 +47,16 @@ class ConstantVelocityTrack(Task):
 
     Parameters
     ----------
-    length : steps per sequence.
-    dt : time between steps.
-    accel_std : standard deviation of the white-noise acceleration.
-    meas_std : standard deviation of the position measurement noise.
-    init_pos_std, init_vel_std : prior standard deviations of the first state.
+    length : steps per sequence (1 to 10**6).
+    dt : time between steps, in ``(0, 1e6]``.
+    accel_std : standard deviation of the white-noise acceleration, in ``[0, 1e6]``.
+    meas_std : standard deviation of the position measurement noise, in ``[1e-6, 1e6]``.
+    init_pos_std, init_vel_std : prior standard deviations of the first state, in
+        ``[0, 1e6]``.
+
+    Within these bounds every variance stays below about 1e54 (the acceleration's share
+    of ``Var(p_t)`` grows as ``accel_std^2 dt^4 t^3``), so the data, chance and oracle
+    are finite.
     """
 
     name = "cv-track"
@@ -70,12 +79,11 @@ class ConstantVelocityTrack(Task):
         self.init_vel_std = init_vel_std
 
     def check(self) -> None:
-        self._require(isinstance(self.length, int) and self.length >= 1, "length", "an int >= 1")
-        self._require(_is_number(self.dt) and self.dt > 0, "dt", "a number > 0")
-        self._require(_is_number(self.meas_std) and self.meas_std > 0, "meas_std", "a number > 0")
+        self._require_int("length", 1, MAX_LENGTH)
+        self._require_number("dt", 0, MAX_SCALE, open_lo=True)
+        self._require_number("meas_std", MIN_MEAS_STD, MAX_SCALE)
         for p in ("accel_std", "init_pos_std", "init_vel_std"):
-            value = getattr(self, p)
-            self._require(_is_number(value) and value >= 0, p, "a number >= 0")
+            self._require_number(p, 0, MAX_SCALE)
 
     # -- the true model ---------------------------------------------------------------
     def matrices(self) -> dict[str, np.ndarray]:
@@ -164,8 +172,3 @@ class ConstantVelocityTrack(Task):
         """The Kalman filter's position estimates with the true parameters, (N, T, 1)."""
         self.check()
         return self.kalman_filter(data.X)[..., :1], None
-
-
-def _is_number(value) -> bool:
-    """A finite real number (not a bool): what a numeric parameter must be."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
