@@ -293,6 +293,15 @@ def with_sizes_of(data: SeqData, like: SeqData, *, name: str = "valid",
     return dataclasses.replace(data, input_size=like.input_size, target_size=like.target_size)
 
 
+def one_hot(ids: np.ndarray, k: int) -> np.ndarray:
+    """``ids`` (any shape) as one-hot float rows of ``k`` classes, (..., k), without the
+    (k, k) identity that ``np.eye(k)[ids]`` builds first."""
+    ids = np.asarray(ids)
+    out = np.zeros((*ids.shape, k))
+    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
+    return out
+
+
 def check_X(X, *, input_kind: str, input_size: int, name: str = "X") -> np.ndarray:
     """Validate inputs given to ``predict`` against what the model was fitted on."""
     X = np.asarray(X)

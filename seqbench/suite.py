@@ -53,14 +53,11 @@ from typing import Any
 
 from . import registry
 from .errors import SeqbenchError
-from .models.base import is_device_name
+from .models.base import SEED_LIMIT, is_device_name  # the job's seed is random_state
 
 DATA_KEYS = ("n_train", "n_valid", "n_test")
 RUNNER_BUDGET_KEYS = ("timeout", "device")
 SECTIONS = ("suite", "data", "budget", "task", "model")
-#: seeds are ints in [0, SEED_LIMIT): the job's seed becomes the models' ``random_state``,
-#: which :func:`seqbench.models.base.seed_of` accepts in numpy's and torch's range [0, 2**32)
-SEED_LIMIT = 2**32
 #: the most sequences in one split ([data] n_train, n_valid, n_test): far beyond what fits in
 #: memory, but it refuses a typo at load time rather than failing every job
 MAX_DATA_SIZE = 10**9

@@ -45,6 +45,9 @@ from sklearn.base import BaseEstimator
 from ..data import SHAPES, SeqData, check_X, with_sizes_of
 from ..errors import IncompatibleError, SeqbenchError
 
+#: seeds are ints in [0, SEED_LIMIT): numpy's and torch's seed range
+SEED_LIMIT = 2**32
+
 DEFAULT_TAGS: dict[str, Any] = {
     "input_kinds": ("tokens", "real"),
     "target_kinds": ("classes", "real"),
@@ -221,7 +224,7 @@ def seed_of(random_state, owner=None) -> int:
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, 2**31 - 1))
     if (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)
-            and 0 <= random_state < 2**32):
+            and 0 <= random_state < SEED_LIMIT):
         return int(random_state)
     who = f"{type(owner).__name__} parameter " if owner is not None else ""
     raise SeqbenchError(f"{who}'random_state': expected None or an int in [0, 2**32), got "

@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..data import SeqData
+from ..data import SeqData, one_hot
 from ..errors import DivergedError, IncompatibleError, SeqbenchError
 from .base import SeqModel, seed_of, sequence_moments
 
@@ -620,13 +620,6 @@ def em_m_step(st: EMStats, prior: Prior) -> LDSParams:
     return LDSParams(W[:, :n], W[:, n:], H[:, :n], H[:, n:], Q, R, mu0, P0)
 
 
-def _one_hot(ids: np.ndarray, size: int) -> np.ndarray:
-    """(N, T) int -> (N, T, size) float one-hot."""
-    out = np.zeros((*ids.shape, size))
-    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
-    return out
-
-
 def delay_embedding(v: np.ndarray, h: int) -> np.ndarray:
     """The delay embedding [v_t, v_{t-1}, ..., v_{t-h+1}] of every step t, v_s = 0 before
     the start (s < 0): (N, T, d) -> (N T, h d), rows in (sequence, step) order. A lag
@@ -789,7 +782,7 @@ class LDSModel(SeqModel):
     def _coded(self, values: np.ndarray, kind: str, size: int) -> np.ndarray:
         """Observation coding: one-hot against the last class, or standardised reals."""
         if kind == "tokens" or kind == "classes":
-            return _one_hot(values, size)[..., : size - 1]
+            return one_hot(values, size)[..., : size - 1]
         return (values - self.y_mean_) / self.y_scale_
 
     def _prepare(self, data: SeqData) -> None:

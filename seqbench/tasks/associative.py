@@ -38,8 +38,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data import SeqData, TaskSpec
-from .base import MAX_LENGTH, MAX_VOCAB, Task, is_int, one_hot
+from ..data import SeqData, TaskSpec, one_hot
+from .base import MAX_LENGTH, MAX_VOCAB, Task, is_int
 
 PAD = 0
 

@@ -68,15 +68,6 @@ def bound_text(value: float) -> str:
     return f"{value:g}"
 
 
-def one_hot(ids: np.ndarray, k: int) -> np.ndarray:
-    """``ids`` (any shape) as one-hot float rows of ``k`` classes, (..., k), without the
-    (k, k) identity that ``np.eye(k)[ids]`` builds first."""
-    ids = np.asarray(ids)
-    out = np.zeros((*ids.shape, k))
-    np.put_along_axis(out, ids[..., None], 1.0, axis=-1)
-    return out
-
-
 class Task:
     """Base class of every task.
 

@@ -45,8 +45,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from ..data import SeqData, TaskSpec
-from .base import MAX_LENGTH, MAX_VOCAB, Task, one_hot
+from ..data import SeqData, TaskSpec, one_hot
+from .base import MAX_LENGTH, MAX_VOCAB, Task
 
 
 class CopyMemory(Task):

@@ -45,9 +45,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data import SeqData, TaskSpec
+from ..data import SeqData, TaskSpec, one_hot
 from .adding import lag_bins
-from .base import MAX_LENGTH, Task, is_int, one_hot
+from .base import MAX_LENGTH, Task, is_int
 
 VOCAB = ("<pad>", "a", "b", "c", "d", "X", "Y", "E", "B")
 PAD, X_TOK, Y_TOK, START, END = 0, 5, 6, 7, 8
