@@ -27,11 +27,11 @@ dtype (uint8) taken as the same ids in int64. On inputs the model was not fitted
 off: per-step predictions, forecasts from ``X[..t]``; :func:`check_causal`) and **row
 independence** (a row's outputs do not depend on the other rows of the batch, their
 number or order; :func:`check_rows_independent`), both within ``RTOL``/``ATOL`` (float32
-rounding). A model with randomness in its fit (tagged ``uses_torch``, or not
+rounding). A model with randomness in its fit (tagged ``seeded`` or ``uses_torch``, or not
 ``deterministic``) must take ``random_state`` and give other outputs for another value
-(:func:`check_random_state_used`); a model that trains without torch and is tagged
-deterministic is not held to this, since one that draws nothing at random (``ar``) cannot
-be told from the outside from one that ignores its seed. A failure is an
+(:func:`check_random_state_used`); a deterministic model tagged neither is not held to
+this, since one that draws nothing at random (``ar``) cannot be told from the outside from
+one that ignores its seed. A failure is an
 ``AssertionError`` of one line: ``Model: check_name: what was expected and what came``.
 
 Checks run with small budgets: parameters named ``max_steps``, ``eval_every``,
@@ -483,17 +483,18 @@ def check_rows_independent(model) -> None:
 
 def check_random_state_used(model) -> None:
     """``random_state`` is honoured: for a model with randomness in its fit (tagged
-    ``uses_torch``, whose weights start random, or tagged not ``deterministic``), fits
+    ``seeded``, or ``uses_torch``, whose weights start random, or not ``deterministic``), fits
     with two different ``random_state`` values give different outputs (real predictions
     or class probabilities, not only class ids) on the conformance data. A model that
     always draws from one fixed seed fails. Such a model must take ``random_state``."""
     check = "check_random_state_used"
     tags = model.tags()
-    if tags["deterministic"] and not tags["uses_torch"]:
+    if tags["deterministic"] and not (tags["seeded"] or tags["uses_torch"]):
         return
     if "random_state" not in model.get_params():
-        raise _fail(model, "a model with randomness in its fit (tagged uses_torch or not "
-                    "deterministic) must take a random_state parameter; it has none", check)
+        raise _fail(model, "a model with randomness in its fit (tagged seeded or uses_torch, "
+                    "or not deterministic) must take a random_state parameter; it has none",
+                    check)
     # real outputs first: they show a difference that class ids may round away
     configs = sorted(_behaviour_configs(model), key=lambda c: c[1] != "real")[:2]
     for ik, tk, shape, fc in configs:

@@ -536,6 +536,8 @@ class FeedForward(_DelayTapModel):
     #: 2: one ``partial_fit`` per run of whole mini-batches (a different Adam schedule)
     version = 2
 
+    _tags = {"seeded": True}
+
     def __init__(
         self,
         p: int = 16,

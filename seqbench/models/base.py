@@ -30,6 +30,9 @@ Capabilities are tags (class attribute ``_tags``, merged along the MRO):
 ``uses_torch``          trains with torch
 ``device_aware``        honours ``device=`` ("auto", "cpu", "cuda", "cuda:1")
 ``deterministic``       the same ``random_state`` gives the same predictions
+``seeded``              the fit draws from ``random_state`` with its default parameters:
+                        two seeds give two different fits (models tagged ``uses_torch``
+                        count as seeded)
 ``predict_proba``       offers ``predict_proba`` for class targets
 ======================  ===========================================================
 """
@@ -56,6 +59,7 @@ DEFAULT_TAGS: dict[str, Any] = {
     "uses_torch": False,
     "device_aware": False,
     "deterministic": True,
+    "seeded": False,
     "predict_proba": True,
 }
 

@@ -240,7 +240,7 @@ class HiddenMarkov(SeqModel):
     #: 2: EM restarts of neighbouring seeds no longer share all but one start
     version = 2
 
-    _tags = {"deterministic": True, "predict_proba": True}
+    _tags = {"deterministic": True, "seeded": True, "predict_proba": True}
 
     def __init__(
         self,

@@ -345,7 +345,7 @@ class RecurrentModel(SeqModel):
     :meth:`_init_weights`. Fitted state: ``net_``, ``curve_``, ``best_step_`` (the step
     whose weights were kept), ``n_steps_``, ``device_`` and ``grad_decay_init_``."""
 
-    _tags = {"uses_torch": True, "device_aware": True}
+    _tags = {"uses_torch": True, "device_aware": True, "seeded": True}
     cell = "lstm"
     nonlinearity = "tanh"
     #: gradient decay: largest k, number of sequences, and row budget (see gradient_decay)
