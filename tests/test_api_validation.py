@@ -44,6 +44,11 @@ def test_every_seeded_model_refuses_a_bad_random_state_when_built(name, seed):
     ("lstm", {"device": "cuda:x"}, "'device': expected 'auto', 'cpu' or 'cuda"),
     ("mlp", {"lr": float("inf")}, "'lr': expected a finite float > 0"),
     ("ar", {"alpha": float("inf")}, "'alpha': expected a finite float >= 0"),
+    ("hmm", {"tol": float("inf")}, "'tol': expected a float >= 0"),
+    ("lds", {"tol": float("nan")}, "'tol': expected a finite number >= 0"),
+    ("local-level", {"max_iter": 0}, "'max_iter': expected an int >= 1, got 0"),
+    ("local-level", {"diffuse": np.float64("nan")}, "'diffuse': expected a number in"),
+    ("irnn", {"input_std": -1.0}, "'input_std': expected a float >= 0, got -1.0"),
 ])
 def test_out_of_range_model_values_are_refused_when_built(name, params, message):
     with pytest.raises(SeqbenchError, match=message):
@@ -236,6 +241,9 @@ def test_unfitted_models_say_so_in_one_line(name):
         model.n_parameters()
     with pytest.raises(SeqbenchError, match=expected):
         model.diagnostics(data)
+    if hasattr(type(model), "variances_"):  # the structural models' fitted variances
+        with pytest.raises(SeqbenchError, match=expected):
+            _ = model.variances_
 
 
 def test_a_failed_fit_leaves_an_unfitted_model():

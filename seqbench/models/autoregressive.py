@@ -49,8 +49,7 @@ import numpy as np
 from scipy import linalg, sparse
 
 from ..data import SeqData
-from ..errors import SeqbenchError
-from .base import SeqModel, block_moments, seed_of, sequence_moments
+from .base import SeqModel, block_moments, is_int, is_real, need, seed_of, sequence_moments
 
 #: the feature block built at once (predict, AR fit, the MLP's runs of mini-batches), in
 #: bytes of working memory: see :meth:`_DelayTapModel._position_bytes`
@@ -112,22 +111,6 @@ def n_tap_features(p: int, input_kind: str, input_size: int, start_indicator: bo
     if input_kind == "tokens":
         return p * input_size
     return p * input_size + (p - 1 if start_indicator else 0)
-
-
-def _need(model, ok: bool, name: str, expected: str) -> None:
-    if not ok:
-        raise SeqbenchError(
-            f"{type(model).__name__} parameter {name!r}: expected {expected}, "
-            f"got {getattr(model, name)!r}"
-        )
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
 
 
 def least_squares(F, Y: np.ndarray, alpha: float = 0.0, fit_intercept: bool = True):
@@ -209,8 +192,8 @@ class _DelayTapModel(SeqModel):
     _tags = {"deterministic": True, "predict_proba": True}
 
     def _check_window(self) -> None:
-        _need(self, _is_int(self.p) and self.p >= 1, "p", "an int >= 1")
-        _need(self, isinstance(self.start_indicator, bool), "start_indicator", "a bool")
+        need(self, is_int(self.p) and self.p >= 1, "p", "an int >= 1")
+        need(self, isinstance(self.start_indicator, bool), "start_indicator", "a bool")
 
     def _features(self, X: np.ndarray, rows: np.ndarray, cols: np.ndarray):
         return delay_taps(X, self.p, self.input_size_, rows, cols,
@@ -335,12 +318,12 @@ class AutoRegressive(_DelayTapModel):
 
     def _check_params(self) -> None:
         self._check_window()
-        _need(self, _is_num(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
+        need(self, is_real(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
               "a finite float >= 0")
-        _need(self, isinstance(self.fit_intercept, bool), "fit_intercept", "a bool")
-        _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
-        _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
-        _need(self, _is_num(self.tol) and 0 < self.tol < np.inf, "tol", "a finite float > 0")
+        need(self, isinstance(self.fit_intercept, bool), "fit_intercept", "a bool")
+        need(self, is_real(self.C) and self.C > 0, "C", "a float > 0")
+        need(self, is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
+        need(self, is_real(self.tol) and 0 < self.tol < np.inf, "tol", "a finite float > 0")
         seed_of(self.random_state, self)
 
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
@@ -567,19 +550,19 @@ class FeedForward(_DelayTapModel):
     def _check_params(self) -> None:
         self._check_window()
         hs = self.hidden_sizes
-        _need(self, isinstance(hs, tuple | list) and len(hs) >= 1
-              and all(_is_int(h) and h >= 1 for h in hs),
+        need(self, isinstance(hs, tuple | list) and len(hs) >= 1
+              and all(is_int(h) and h >= 1 for h in hs),
               "hidden_sizes", "a non-empty tuple of ints >= 1")
-        _need(self, self.activation in ("relu", "tanh", "logistic", "identity"), "activation",
+        need(self, self.activation in ("relu", "tanh", "logistic", "identity"), "activation",
               "'relu', 'tanh', 'logistic' or 'identity'")
-        _need(self, _is_num(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
+        need(self, is_real(self.alpha) and 0 <= self.alpha < np.inf, "alpha",
               "a finite float >= 0")
-        _need(self, _is_num(self.lr) and 0 < self.lr < np.inf, "lr", "a finite float > 0")
-        _need(self, _is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
+        need(self, is_real(self.lr) and 0 < self.lr < np.inf, "lr", "a finite float > 0")
+        need(self, is_int(self.batch_size) and self.batch_size >= 1, "batch_size",
               "an int >= 1")
-        _need(self, _is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
-        _need(self, _is_int(self.patience) and self.patience >= 1, "patience", "an int >= 1")
-        _need(self, _is_num(self.tol) and 0 <= self.tol < np.inf, "tol", "a finite float >= 0")
+        need(self, is_int(self.max_iter) and self.max_iter >= 1, "max_iter", "an int >= 1")
+        need(self, is_int(self.patience) and self.patience >= 1, "patience", "an int >= 1")
+        need(self, is_real(self.tol) and 0 <= self.tol < np.inf, "tol", "a finite float >= 0")
         seed_of(self.random_state, self)
 
     def _prepare(self, F):

@@ -219,6 +219,29 @@ def is_device_name(device) -> bool:
     return isinstance(device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", device) is not None
 
 
+def is_int(value: Any, low: int | None = None) -> bool:
+    """An int (Python or numpy, not a bool), at least ``low`` where given: what a model's
+    integer parameter must be."""
+    ok = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    return ok and (low is None or value >= low)
+
+
+def is_real(value: Any) -> bool:
+    """A finite real number (a Python or numpy int or float, not a bool): what a model's
+    numeric parameter must be."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    return isinstance(value, int) or bool(np.isfinite(value))
+
+
+def need(model, ok: bool, name: str, expected: str) -> None:
+    """Refuse ``model``'s parameter ``name`` unless ``ok``, in one line that names what was
+    expected and what came."""
+    if not ok:
+        raise SeqbenchError(f"{type(model).__name__} parameter {name!r}: expected {expected}, "
+                            f"got {getattr(model, name)!r}")
+
+
 def seed_of(random_state, owner=None) -> int:
     """An int seed from ``random_state`` (None -> 0, so unseeded runs are still repeatable):
     None, an int in [0, 2**32) (numpy's and torch's seed range) or a ``RandomState``.

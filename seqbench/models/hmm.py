@@ -85,8 +85,8 @@ import numpy as np
 
 from ..data import SeqData
 from ..errors import DivergedError, SeqbenchError
-from .autoregressive import _fit_logistic, _is_int, _is_num, _need, _softmax, least_squares
-from .base import SeqModel, seed_of
+from .autoregressive import _fit_logistic, _softmax, least_squares
+from .base import SeqModel, is_int, is_real, need, seed_of
 
 MODES = ("auto", "generative", "readout", "supervised", "forecast")
 DECODES = ("filter", "posterior", "viterbi")
@@ -270,18 +270,18 @@ class HiddenMarkov(SeqModel):
 
     # -- validation ----------------------------------------------------------------------
     def _check_params(self) -> None:
-        _need(self, _is_int(self.n_states) and self.n_states >= 1, "n_states", "an int >= 1")
-        _need(self, self.mode in MODES, "mode", "one of " + ", ".join(map(repr, MODES)))
-        _need(self, self.decode in DECODES, "decode", "one of " + ", ".join(map(repr, DECODES)))
-        _need(self, _is_int(self.n_init) and self.n_init >= 1, "n_init", "an int >= 1")
-        _need(self, _is_int(self.n_iter) and self.n_iter >= 1, "n_iter", "an int >= 1")
-        _need(self, _is_num(self.tol) and self.tol >= 0, "tol", "a float >= 0")
-        _need(self, self.covariance_type in COVARIANCE_TYPES, "covariance_type",
+        need(self, is_int(self.n_states) and self.n_states >= 1, "n_states", "an int >= 1")
+        need(self, self.mode in MODES, "mode", "one of " + ", ".join(map(repr, MODES)))
+        need(self, self.decode in DECODES, "decode", "one of " + ", ".join(map(repr, DECODES)))
+        need(self, is_int(self.n_init) and self.n_init >= 1, "n_init", "an int >= 1")
+        need(self, is_int(self.n_iter) and self.n_iter >= 1, "n_iter", "an int >= 1")
+        need(self, is_real(self.tol) and self.tol >= 0, "tol", "a float >= 0")
+        need(self, self.covariance_type in COVARIANCE_TYPES, "covariance_type",
               "one of " + ", ".join(map(repr, COVARIANCE_TYPES)))
-        _need(self, _is_num(self.pseudocount) and self.pseudocount >= 0, "pseudocount",
+        need(self, is_real(self.pseudocount) and self.pseudocount >= 0, "pseudocount",
               "a float >= 0")
-        _need(self, _is_num(self.C) and self.C > 0, "C", "a float > 0")
-        _need(self, _is_num(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
+        need(self, is_real(self.C) and self.C > 0, "C", "a float > 0")
+        need(self, is_real(self.alpha) and self.alpha >= 0, "alpha", "a float >= 0")
         seed_of(self.random_state, self)
 
     def _resolve_mode(self, data: SeqData) -> str:
@@ -436,7 +436,7 @@ class HiddenMarkov(SeqModel):
     def _fit(self, data: SeqData, valid: SeqData | None) -> None:
         self._check_params()
         # the one range that depends on the data (_check_params sees the values alone)
-        _need(self, data.input_kind != "tokens" or self.pseudocount > 0, "pseudocount",
+        need(self, data.input_kind != "tokens" or self.pseudocount > 0, "pseudocount",
               "a float > 0 for token inputs (at 0 a token unseen in training would have "
               "probability 0 in every state)")
         mode = self._resolve_mode(data)

@@ -45,7 +45,7 @@ import numpy as np
 
 from ..data import SeqData, one_hot
 from ..errors import DivergedError, IncompatibleError, SeqbenchError
-from .base import SeqModel, seed_of, sequence_moments
+from .base import SeqModel, is_int, is_real, need, seed_of, sequence_moments
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 BACKENDS = ("batched", "filterpy")
@@ -744,25 +744,13 @@ class LDSModel(SeqModel):
 
     # -- validation ----------------------------------------------------------------------
     def _check_params(self) -> None:
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise SeqbenchError(f"{type(self).__name__} parameter {name!r}: expected "
-                                    f"{expected}, got {getattr(self, name)!r}")
-
-        def is_int(v) -> bool:
-            return isinstance(v, int | np.integer) and not isinstance(v, bool)
-
-        def is_num(v) -> bool:
-            return isinstance(v, int | float | np.number) and not isinstance(v, bool)
-
-        need(is_int(self.n_states) and self.n_states >= 1, "n_states", "an int >= 1")
-        need(is_int(self.max_iter) and self.max_iter >= 0, "max_iter", "an int >= 0")
-        need(is_num(self.tol) and self.tol >= 0, "tol", "a number >= 0")
-        need(self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}")
-        need(self.init in INITS, "init", f"one of {', '.join(INITS)}")
-        need(is_num(self.reg) and self.reg >= 0 and np.isfinite(self.reg), "reg",
-             "a finite number >= 0")
-        need(_valid_chunk_size(self.chunk_size), "chunk_size", "None or an int >= 1")
+        need(self, is_int(self.n_states, 1), "n_states", "an int >= 1")
+        need(self, is_int(self.max_iter, 0), "max_iter", "an int >= 0")
+        need(self, is_real(self.tol) and self.tol >= 0, "tol", "a finite number >= 0")
+        need(self, self.backend in BACKENDS, "backend", f"one of {', '.join(BACKENDS)}")
+        need(self, self.init in INITS, "init", f"one of {', '.join(INITS)}")
+        need(self, is_real(self.reg) and self.reg >= 0, "reg", "a finite number >= 0")
+        need(self, _valid_chunk_size(self.chunk_size), "chunk_size", "None or an int >= 1")
         seed_of(self.random_state, self)
 
     # -- data mapping --------------------------------------------------------------------
@@ -1082,7 +1070,7 @@ def _safe_scale(std: np.ndarray) -> np.ndarray:
 
 
 def _valid_chunk_size(v) -> bool:
-    return v is None or (isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1)
+    return v is None or is_int(v, 1)
 
 
 # =====================================================================================
@@ -1147,17 +1135,11 @@ class StructuralModel(SeqModel):
 
     # -- fitting -----------------------------------------------------------------------------
     def _check_params(self) -> None:
-        for name, ok, expected in (
-            ("max_iter", isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1,
-             "an int >= 1"),
-            ("tol", isinstance(self.tol, int | float) and self.tol >= 0, "a number >= 0"),
-            ("diffuse", isinstance(self.diffuse, int | float) and 1.0 <= self.diffuse <= 1e10,
-             "a number in [1, 1e10]"),
-            ("chunk_size", _valid_chunk_size(self.chunk_size), "None or an int >= 1"),
-        ):
-            if not ok:
-                raise SeqbenchError(f"{type(self).__name__} parameter {name!r}: expected "
-                                    f"{expected}, got {getattr(self, name)!r}")
+        need(self, is_int(self.max_iter, 1), "max_iter", "an int >= 1")
+        need(self, is_real(self.tol) and self.tol >= 0, "tol", "a finite number >= 0")
+        need(self, is_real(self.diffuse) and 1.0 <= self.diffuse <= 1e10, "diffuse",
+             "a number in [1, 1e10]")
+        need(self, _valid_chunk_size(self.chunk_size), "chunk_size", "None or an int >= 1")
 
     def loglik(self, var: np.ndarray, y: np.ndarray, scale: float) -> float:
         """Approximate diffuse log-likelihood of series y (N, T) under variances ``var``: the
@@ -1228,7 +1210,8 @@ class StructuralModel(SeqModel):
 
     @property
     def variances_(self) -> list[dict[str, float]]:
-        """Fitted variances per input dimension, by name."""
+        """Fitted variances per input dimension, by name; needs a fit."""
+        self._check_fitted()
         return [dict(zip(self.variance_names, map(float, v))) for v in self.sigma2_]
 
     # -- prediction ----------------------------------------------------------------------

@@ -66,7 +66,7 @@ import numpy as np
 
 from ..data import SeqData
 from ..errors import DivergedError, SeqbenchError
-from .base import SeqModel, is_device_name, seed_of
+from .base import SeqModel, is_device_name, is_int, is_real, need, seed_of
 
 
 def resolve_device(device: str):
@@ -329,15 +329,6 @@ def _many_to_one(mask: np.ndarray) -> bool:
     return bool(mask[:, -1].all()) and not mask[:, :-1].any()
 
 
-def _is_int(value, low: int) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= low
-
-
-def _is_real(value) -> bool:
-    return (isinstance(value, int | float | np.integer | np.floating)
-            and not isinstance(value, bool) and bool(np.isfinite(value)))
-
-
 class RecurrentModel(SeqModel):
     """A recurrent network (``cell`` = ``"lstm"``, ``"gru"`` or ``"rnn"``) with a head on
     every scored position, trained as the module docstring describes. Subclasses fix
@@ -396,32 +387,25 @@ class RecurrentModel(SeqModel):
     # -- validation --------------------------------------------------------------------
     def _check_params(self) -> None:
         """Raise a one-line :class:`SeqbenchError` for the first bad parameter."""
-        def need(ok: bool, name: str, expected: str) -> None:
-            if not ok:
-                raise SeqbenchError(
-                    f"{type(self).__name__} parameter {name!r}: expected {expected}, "
-                    f"got {getattr(self, name)!r}"
-                )
-
-        need(_is_int(self.hidden_size, 1), "hidden_size", "an int >= 1")
-        need(_is_int(self.num_layers, 1), "num_layers", "an int >= 1")
-        need(self.embed_size is None or _is_int(self.embed_size, 1), "embed_size",
+        need(self, is_int(self.hidden_size, 1), "hidden_size", "an int >= 1")
+        need(self, is_int(self.num_layers, 1), "num_layers", "an int >= 1")
+        need(self, self.embed_size is None or is_int(self.embed_size, 1), "embed_size",
              "None or an int >= 1")
-        need(self.optimizer in ("adam", "sgd"), "optimizer", "'adam' or 'sgd'")
-        need(_is_real(self.lr) and self.lr > 0, "lr", "a float > 0")
-        need(_is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+        need(self, self.optimizer in ("adam", "sgd"), "optimizer", "'adam' or 'sgd'")
+        need(self, is_real(self.lr) and self.lr > 0, "lr", "a float > 0")
+        need(self, is_real(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
              "a float >= 0")
-        need(_is_int(self.batch_size, 1), "batch_size", "an int >= 1")
-        need(_is_int(self.max_steps, 1), "max_steps", "an int >= 1")
-        need(self.max_epochs is None or _is_int(self.max_epochs, 1), "max_epochs",
+        need(self, is_int(self.batch_size, 1), "batch_size", "an int >= 1")
+        need(self, is_int(self.max_steps, 1), "max_steps", "an int >= 1")
+        need(self, self.max_epochs is None or is_int(self.max_epochs, 1), "max_epochs",
              "None or an int >= 1")
-        need(_is_int(self.eval_every, 1), "eval_every", "an int >= 1")
-        need(_is_int(self.patience, 1), "patience", "an int >= 1")
-        need(self.clip_norm is None or (_is_real(self.clip_norm) and self.clip_norm > 0),
+        need(self, is_int(self.eval_every, 1), "eval_every", "an int >= 1")
+        need(self, is_int(self.patience, 1), "patience", "an int >= 1")
+        need(self, self.clip_norm is None or (is_real(self.clip_norm) and self.clip_norm > 0),
              "clip_norm", "None or a float > 0")
-        need(self.tbptt is None or _is_int(self.tbptt, 1), "tbptt", "None or an int >= 1")
-        need(self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'")
-        need(is_device_name(self.device), "device", "'auto', 'cpu' or 'cuda[:i]'")
+        need(self, self.tbptt is None or is_int(self.tbptt, 1), "tbptt", "None or an int >= 1")
+        need(self, self.precision in ("fp32", "bf16"), "precision", "'fp32' or 'bf16'")
+        need(self, is_device_name(self.device), "device", "'auto', 'cpu' or 'cuda[:i]'")
         seed_of(self.random_state, self)
 
     # -- training ----------------------------------------------------------------------
@@ -754,9 +738,7 @@ def _set_second_gate_bias(net, hidden_size: int, value: float) -> None:
 
 
 def _need_real(model, name: str) -> None:
-    if not _is_real(getattr(model, name)):
-        raise SeqbenchError(f"{type(model).__name__} parameter {name!r}: expected a float, "
-                            f"got {getattr(model, name)!r}")
+    need(model, is_real(getattr(model, name)), name, "a float")
 
 
 class LSTMModel(RecurrentModel):
@@ -899,9 +881,8 @@ class IRNNModel(RecurrentModel):
 
     def _check_params(self) -> None:
         super()._check_params()
-        if not (_is_real(self.input_std) and self.input_std >= 0):
-            raise SeqbenchError(f"IRNNModel parameter 'input_std': expected a float >= 0, "
-                                f"got {self.input_std!r}")
+        need(self, is_real(self.input_std) and self.input_std >= 0, "input_std",
+             "a float >= 0")
 
     def _init_weights(self, net) -> None:
         import torch
