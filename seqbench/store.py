@@ -25,6 +25,7 @@ expected columns is refused with a one-line error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -36,6 +37,8 @@ import pandas as pd
 from .errors import SeqbenchError
 
 DEFAULT_STORE = "results/seqbench.sqlite"
+#: seconds a write waits for another process's lock on the store before giving up
+LOCK_WAIT_S = 30
 STATUSES = ("ok", "failed", "timeout", "diverged", "skipped")
 REDO_ON_RETRY = ("failed", "timeout", "diverged")
 
@@ -130,15 +133,15 @@ class Store:
         try:
             if create:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(self.path, timeout=30)
+                self.conn = sqlite3.connect(self.path, timeout=LOCK_WAIT_S)
             else:  # read-only: SQLite refuses every write, and creates nothing
                 uri = self.path.resolve().as_uri() + "?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, timeout=30)
+                self.conn = sqlite3.connect(uri, uri=True, timeout=LOCK_WAIT_S)
             self._tables = {r[0] for r in self.conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             self._check_runs_table(path)
             if create:
-                with self.conn:
+                with self._transaction():
                     cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
                     self.conn.execute(f"CREATE TABLE IF NOT EXISTS runs ({cols})")
                     self.conn.execute(
@@ -153,6 +156,9 @@ class Store:
             conn = getattr(self, "conn", None)
             if conn is not None:
                 conn.close()
+            if "locked" in str(exc):
+                raise SeqbenchError(f"store {path}: locked by another process for "
+                                    f"{LOCK_WAIT_S} s; run again when it is free") from None
             raise SeqbenchError(f"store {path}: not a usable SQLite file ({exc})") from None
         except SeqbenchError:
             self.conn.close()
@@ -176,6 +182,22 @@ class Store:
             raise SeqbenchError(f"store {path}: not a seqbench store (its runs table lacks "
                                 f"the columns {', '.join(missing[:6])}"
                                 + (", ..." if len(missing) > 6 else "") + ")")
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction (committed whole, or rolled back); a store that another
+        process keeps locked past :data:`LOCK_WAIT_S` is a one-line :class:`SeqbenchError`
+        (nothing of this transaction is written)."""
+        try:
+            with self.conn:
+                yield
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise SeqbenchError(
+                f"store {self.path}: locked by another process for {LOCK_WAIT_S} s (a program "
+                "holding it open in a transaction, or another run writing to it); "
+                "what finished before is kept: run again when it is free") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -204,7 +226,7 @@ class Store:
             raise ValueError(f"status {row['status']!r} not in {STATUSES}")
         keys = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.conn:
+        with self._transaction():
             self.conn.execute(f"INSERT OR REPLACE INTO runs ({keys}) VALUES ({marks})",
                               list(row.values()))
 
@@ -226,7 +248,7 @@ class Store:
                 m = configs.setdefault((job["model_label"], m_sweep), len(configs))
                 rows.append((name, position, job["hash"], job["task_label"], t_sweep,
                              job["model_label"], m_sweep, t, m, digest))
-        with self.conn:
+        with self._transaction():
             self.conn.execute("INSERT OR IGNORE INTO suites VALUES (?, ?, ?, ?, ?)",
                               (name, path, text, digest, when))
             if jobs is not None:

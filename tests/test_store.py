@@ -437,3 +437,29 @@ def test_store_json_columns_round_trip(tmp_path):
         row = store.frame("s").iloc[0]
     assert row["model_params"] == {"p": [1, 2]} and row["metrics"] == {"accuracy": 0.5}
     assert json.dumps(row["task_sweep"]) == '{"lag": 3}'
+
+
+def test_a_store_locked_by_another_process_is_one_line_and_keeps_what_finished(
+        tmp_path, capsys, monkeypatch):
+    from seqbench import store as store_module
+
+    path = tmp_path / "s.sqlite"
+    run(tmp_path, path)  # 8 jobs finished
+    before = raw_scores(path, "1")
+    monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.2)
+    holder = sqlite3.connect(path, isolation_level=None)  # a reader inside a transaction
+    holder.execute("BEGIN")
+    holder.execute("SELECT count(*) FROM runs").fetchall()
+    try:
+        capsys.readouterr()
+        code = main([*RUN, str(suite_file(tmp_path, p=8)), "--store", str(path)])
+        err = capsys.readouterr().err
+    finally:
+        holder.close()
+    assert code == 2
+    assert err.count("\n") == 1
+    assert re.match(rf"seqbench: error: store {re.escape(str(path))}: locked by another "
+                    r"process for 0\.2 s .*run again when it is free$", err.strip())
+    assert raw_scores(path, "1") == before  # nothing half-written, nothing lost
+    run(tmp_path, path, p=8)  # free again: the edited suite runs
+    assert len(raw_scores(path, "1")) == 12
