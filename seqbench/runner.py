@@ -284,6 +284,8 @@ def stopped_record(job: dict[str, Any], status: str, error: str, started: str, w
     record.update(_task_fields(job))  # what the tables show for its task setting
     record.update(status=status, error=error, started=started, finished=_now(), wall_s=wall_s,
                   device=device or device_name(None), provenance=provenance())
+    if status == "timeout":  # the limit it ran under: a higher one runs it again
+        record["provenance"]["timeout_s"] = job.get("timeout")
     return record
 
 
@@ -403,8 +405,11 @@ class InlineExecutor:
 def select_jobs(
     jobs: list[dict[str, Any]], store: Store, *, force: bool = False, retry_failed: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Split ``jobs`` into (to run, already done) given what ``store`` holds."""
+    """Split ``jobs`` into (to run, already done) given what ``store`` holds. A job stored
+    as ``timeout`` runs again when its time limit is now higher than the one it ran under
+    (or gone)."""
     stored = store.statuses()
+    limits = store.timeout_limits()
     todo, done = [], []
     seen = set()
     for job in jobs:
@@ -412,11 +417,21 @@ def select_jobs(
             continue
         seen.add(job["hash"])
         status = stored.get(job["hash"])
-        if force or status is None or (retry_failed and status in REDO_ON_RETRY):
+        longer = status == "timeout" and _longer_limit(job.get("timeout"),
+                                                       limits.get(job["hash"]))
+        if force or status is None or longer or (retry_failed and status in REDO_ON_RETRY):
             todo.append(job)
         else:
             done.append(job)
     return todo, done
+
+
+def _longer_limit(limit: float | None, ran_under: float | None) -> bool:
+    """Whether a time limit of ``limit`` seconds (None: none) gives a job more time than
+    the ``ran_under`` limit it timed out under (None: not known)."""
+    if ran_under is None:
+        return False
+    return not limit or float(limit) > ran_under
 
 
 def describe_job(job: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,23 @@ class Store:
     def statuses(self) -> dict[str, str]:
         """hash -> status of every stored job."""
         return dict(self.conn.execute("SELECT hash, status FROM runs"))
+
+    def timeout_limits(self) -> dict[str, float]:
+        """hash -> the time limit (seconds) each job stored as ``timeout`` ran under, where
+        the row says (``provenance.timeout_s``, or its error message for rows written
+        before that field)."""
+        out = {}
+        for h, prov, error in self.conn.execute(
+                "SELECT hash, provenance, error FROM runs WHERE status = 'timeout'"):
+            limit = None
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                limit = json.loads(prov or "{}").get("timeout_s")
+            if limit is None and error:
+                m = re.search(r"within its (\S+) s time limit", error)
+                limit = m and m.group(1)
+            with contextlib.suppress(ValueError, TypeError):
+                out[h] = float(limit)
+        return out
 
     def write(self, record: dict[str, Any]) -> None:
         """Insert or replace one job's row, atomically."""

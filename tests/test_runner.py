@@ -204,6 +204,33 @@ def test_thread_interrupt_timeouts_inline_and_on_dask(tmp_path, request, executo
     assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
 
 
+SLOW = MIXED.replace("seconds = 60.0", "seconds = 2.5").split("[[model]]\nname = \"lstm\"")[0]
+
+
+def test_a_timed_out_job_runs_again_when_its_limit_goes_up(tmp_path):
+    """A job stored as timeout is not redone under the same or a lower limit, but is
+    under a higher one, or none; rows written before the limit was recorded say it in
+    their error message."""
+    store = tmp_path / "s.sqlite"
+    summary = run(SLOW, store, InlineExecutor(), timeout=1)
+    assert summary["timeout"] == 1 and summary["ran"] == 3
+    slow = {r["model"]: r for r in rows(store)}["test-sleep"]
+    assert json.loads(slow["provenance"])["timeout_s"] == 1
+    assert run(SLOW, store, InlineExecutor(), timeout=1)["ran"] == 0
+    assert run(SLOW, store, InlineExecutor(), timeout=0.5)["ran"] == 0
+    con = sqlite3.connect(store)  # an older row: the limit only in its message
+    prov = json.loads(slow["provenance"])
+    del prov["timeout_s"]
+    with con:
+        con.execute("UPDATE runs SET provenance = ? WHERE hash = ?",
+                    (json.dumps(prov), slow["hash"]))
+    con.close()
+    assert run(SLOW, store, InlineExecutor(), timeout=1)["ran"] == 0
+    summary = run(SLOW, store, InlineExecutor(), timeout=30)
+    assert summary["ran"] == 1 and summary["ok"] == 1
+    assert {r["model"]: r for r in rows(store)}["test-sleep"]["status"] == "ok"
+
+
 SYSEXIT = MIXED.replace("test-sleep", "test-sysexit").replace("seconds = 60.0", "")
 
 
