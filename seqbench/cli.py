@@ -44,17 +44,20 @@ def _cmd_run(args) -> int:
         df = store.frame(suite.name)
     print()
     print(render_table(summary_table(df)))
-    bad = {s: summary.get(s, 0) for s in ("failed", "timeout", "diverged") if summary.get(s)}
+    # what the table shows: the suite's jobs as stored, this run's and earlier runs'
+    stored = df["status"].value_counts() if "status" in df else {}
+    bad = {s: int(stored[s]) for s in ("failed", "timeout", "diverged") if s in stored}
     n_seeds = len(suite.seeds)
     print(f"\nmean over {n_seeds} seed{'s' if n_seeds > 1 else ''}; "
           f"ran {summary['ran']} job(s), {summary['already_done']} already done; "
           f"store: {args.store}")
     if bad:
         print("not ok: " + ", ".join(f"{v} {k}" for k, v in bad.items())
-              + f" (see why: seqbench results --store {args.store} --errors)")
+              + f" (see why: seqbench results --store {args.store} --errors; "
+              "redo them: --retry-failed)")
     # a job that raised or whose worker died is an error; a timeout or a divergence is a
     # result of the model under the suite's budget
-    return 1 if summary.get("failed") else 0
+    return 1 if bad.get("failed") else 0
 
 
 def _cmd_list(args) -> int:

@@ -276,8 +276,11 @@ def test_retry_failed_and_force(tmp_path, capsys):
     assert "not ok: 1 failed (see why: seqbench results" in out
     before = {r["model"]: r for r in rows(store)}
     time.sleep(1.1)  # timestamps have one-second resolution
-    assert main(args) == 0  # nothing ran, nothing failed
-    assert "4 already in the store, 0 to run" in capsys.readouterr().out
+    # nothing ran, but the suite's stored failure still shows and still fails the run
+    assert main(args) == 1
+    out = capsys.readouterr().out
+    assert "4 already in the store, 0 to run" in out
+    assert "not ok: 1 failed (see why: seqbench results" in out and "--retry-failed" in out
     assert main([*args, "--retry-failed"]) == 1
     assert "3 already in the store, 1 to run" in capsys.readouterr().out
     after = {r["model"]: r for r in rows(store)}
