@@ -63,12 +63,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 from . import registry
 from .errors import SeqbenchError
 from .provenance import device_name
 from .runner import _now, limit_threads, run_job_with_timeout, run_unit, stopped_record
+from .store import plain_record
 
 # -- routing ------------------------------------------------------------------------------
 
@@ -204,7 +206,13 @@ def _worker_main(conn, threads: int, path: list[str], extras: dict[str, dict[str
         conn.send(("started", job["hash"]))
         record = run_unit(job)  # a list of records for a stack job
         try:
-            conn.send(("done", record))
+            message = ForkingPickler.dumps(("done", record))  # what conn.send would send
+        except Exception:  # noqa: BLE001 - an object a plugin put in its record
+            plain = ([plain_record(r) for r in record] if isinstance(record, list)
+                     else plain_record(record))
+            message = ForkingPickler.dumps(("done", plain))  # as the store would keep it anyway
+        try:
+            conn.send_bytes(message)
         except (BrokenPipeError, OSError):
             return
 

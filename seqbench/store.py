@@ -374,6 +374,17 @@ class Store:
         return df
 
 
+def plain_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its JSON columns as the store will keep them (plain lists, dicts,
+    numbers and strings; other objects as their ``str``): what a worker sends when the
+    record as it is cannot be pickled (a plugin's diagnostics holding a lambda, say)."""
+    out = dict(record)
+    for key in JSON_COLUMNS:
+        if out.get(key) is not None:
+            out[key] = json.loads(json.dumps(out[key], sort_keys=True, default=_default))
+    return out
+
+
 def _default(o):
     if hasattr(o, "tolist"):
         return o.tolist()

@@ -81,6 +81,13 @@ class HungryModel(ChanceBaseline):
         super()._fit(data, valid)
 
 
+class OddDiagnosticsModel(ChanceBaseline):
+    """Reports a diagnostic that does not pickle (a lambda) beside a plain one."""
+
+    def _diagnostics(self, data):
+        return {"probe": lambda x: x, "value": 1.5}
+
+
 MODELS = {"test-exit": ExitingModel, "test-raise": RaisingModel, "test-sleep": SleepingModel,
           "test-hungry": HungryModel, "test-sysexit": SysExitModel,
-          "test-threads": ThreadsModel}
+          "test-threads": ThreadsModel, "test-odd-diagnostics": OddDiagnosticsModel}

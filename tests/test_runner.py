@@ -204,6 +204,22 @@ def test_thread_interrupt_timeouts_inline_and_on_dask(tmp_path, request, executo
     assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
 
 
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_a_record_that_does_not_pickle_is_stored_as_inline_stores_it(tmp_path, executor):
+    """A plugin's diagnostics holding a lambda: the local worker cannot pickle the record
+    as it is, and sends it as the store keeps it (the lambda as its str); the job is ok
+    under every executor, not a dead worker."""
+    store = tmp_path / "s.sqlite"
+    text = MIXED.replace("test-sleep", "test-odd-diagnostics").replace("seconds = 60.0", "")
+    run(text, store, make_executor(executor, 1))
+    got = {r["model"]: r for r in rows(store)}
+    odd = got["test-odd-diagnostics"]
+    assert odd["status"] == "ok", odd["error"]
+    diagnostics = json.loads(odd["diagnostics"])
+    assert diagnostics["value"] == 1.5 and diagnostics["probe"].startswith("<function ")
+    assert got["chance"]["status"] == "ok" and got["lstm"]["status"] == "ok"
+
+
 SLOW = MIXED.replace("seconds = 60.0", "seconds = 2.5").split("[[model]]\nname = \"lstm\"")[0]
 
 
