@@ -425,15 +425,36 @@ class LocalExecutor:
 _dask_threads: int | None = None
 
 
-def _dask_task(job: dict[str, Any], threads: int,
-               extras: dict[str, dict[str, type]]) -> dict[str, Any]:
-    """One job on a Dask worker (runs in a worker thread)."""
+def _used_extras(jobs: list[dict[str, Any]]) -> dict[str, dict[str, type]]:
+    """The models and tasks registered in this process (not installed as entry points)
+    that ``jobs`` use: all a worker needs of them."""
+    used: dict[str, set] = {"models": set(), "tasks": set()}
+    for job in jobs:
+        for member in job.get("stack", [job]):
+            used["models"].add(member["model"])
+            used["tasks"].add(member["task"])
+    return {kind: {name: cls for name, cls in reg._extra.items() if name in used[kind]}
+            for kind, reg in (("models", registry.models), ("tasks", registry.tasks))}
+
+
+def _dask_task(job: dict[str, Any], threads: int, extras: bytes) -> dict[str, Any]:
+    """One job on a Dask worker (runs in a worker thread). ``extras``: the pickled
+    :func:`_used_extras`, loaded here so that a plugin the worker cannot import is named
+    in the job's error."""
     global _dask_threads
     if _dask_threads != threads:  # once per worker process: torch and the BLAS pools
         limit_threads(threads)
         _dask_threads = threads
+    import pickle
+
+    try:
+        classes = pickle.loads(extras)
+    except (ImportError, AttributeError) as exc:
+        raise SeqbenchError(f"this Dask worker cannot load the models or tasks registered in "
+                            f"the driver that this job uses ({type(exc).__name__}: {exc}); "
+                            "install their package on every worker") from None
     for kind, reg in (("models", registry.models), ("tasks", registry.tasks)):
-        for name, cls in extras.get(kind, {}).items():
+        for name, cls in classes.get(kind, {}).items():
             reg._extra.setdefault(name, cls)
     return run_job_with_timeout(job)
 
@@ -468,11 +489,19 @@ class DaskExecutor:
             return
         distributed = self._import()
         try:  # only a check: run() connects again, so nothing stays open if no job runs
-            distributed.Client(self.address, timeout=self.connect_timeout).close()
+            client = distributed.Client(self.address, timeout=self.connect_timeout)
         except (OSError, TimeoutError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else "no answer"
             raise SeqbenchError(f"executor dask: cannot reach the Dask scheduler at "
                                 f"{self.address} ({type(exc).__name__}: {first})") from None
+        try:  # a scheduler without workers would keep every job waiting, without a word
+            client.wait_for_workers(1, timeout=self.connect_timeout)
+        except (OSError, TimeoutError):
+            raise SeqbenchError(f"executor dask: the Dask scheduler at {self.address} has no "
+                                f"workers (none joined within {self.connect_timeout:g} s); "
+                                f"start some: dask worker {self.address}") from None
+        finally:
+            client.close()
 
     def _open(self):
         distributed = self._import()
@@ -501,14 +530,24 @@ class DaskExecutor:
     def run(self, jobs: list[dict[str, Any]]):
         distributed = self._open()
         client = self.client
-        extras = {"models": dict(registry.models._extra), "tasks": dict(registry.tasks._extra)}
+        import cloudpickle  # dask's own: classes defined in a script travel by value
+
+        blobs: dict[str, bytes] = {}  # each job gets the driver's classes it uses, no more
+
+        def extras(job):
+            classes = _used_extras([job])
+            key = repr({kind: sorted(c) for kind, c in classes.items()})
+            if key not in blobs:
+                blobs[key] = cloudpickle.dumps(classes)
+            return blobs[key]
+
         workers = client.scheduler_info()["workers"].values()
         gpu_workers = any(w.get("resources", {}).get("GPU") for w in workers)
         futures, by_key = [], {}
         try:
             for job in jobs:
                 gpu = gpu_workers and wants_gpu(job)
-                future = client.submit(_dask_task, job, self.threads, extras, pure=False,
+                future = client.submit(_dask_task, job, self.threads, extras(job), pure=False,
                                        key=f"seqbench-{job['hash'][:16]}-{len(futures)}",
                                        resources={"GPU": 1} if gpu else None)
                 futures.append(future)

@@ -608,3 +608,48 @@ def test_cli_dask_local_cluster_for_the_run(tmp_path, capsys):
     assert main(["run", str(suite), "--store", str(a), "--executor", "dask-local:2", "-q"]) == 0
     assert main(["run", str(suite), "--store", str(b), "-j", "2", "-q"]) == 0
     assert rows(a, RESULT_COLS) == rows(b, RESULT_COLS) and len(rows(a)) == 4
+
+
+def test_a_dask_scheduler_without_workers_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    monkeypatch.setattr(DaskExecutor, "connect_timeout", 1.0)
+    store = tmp_path / "s.sqlite"
+    with distributed.LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0",
+                                  silence_logs=logging.ERROR) as cluster:
+        address = cluster.scheduler_address
+        code = main(["run", str(write(tmp_path, TINY)), "--store", str(store),
+                     "--executor", "dask://" + address.removeprefix("tcp://")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert err == (f"seqbench: error: executor dask: the Dask scheduler at {address} has no "
+                   f"workers (none joined within 1 s); start some: dask worker {address}")
+    assert not store.exists()
+
+
+def test_dask_workers_get_only_the_driver_plugins_a_job_uses(tmp_path, dask_scheduler,
+                                                              monkeypatch):
+    """A model registered in the driver from a module the workers cannot import: a suite
+    that does not use it runs; a job that uses it fails with an error naming the module."""
+    (tmp_path / "driver_only_plugin.py").write_text(
+        "from seqbench.models.baseline import ChanceBaseline\n"
+        "class DriverOnly(ChanceBaseline):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import driver_only_plugin
+
+    registry.models.register("test-driver-only", driver_only_plugin.DriverOnly)
+    try:
+        store = tmp_path / "s.sqlite"
+        summary = run(TINY, store, make_executor(dask_scheduler))
+        assert summary["ok"] == 4
+        text = TINY.replace('name = "chance"', 'name = "test-driver-only"')
+        summary = run(text, tmp_path / "t.sqlite", make_executor(dask_scheduler))
+        got = {r["model"]: r for r in rows(tmp_path / "t.sqlite")}
+        error = got["test-driver-only"]["error"]
+        assert got["test-driver-only"]["status"] == "failed" and summary["ok"] == 2
+        assert error.startswith("SeqbenchError: this Dask worker cannot load the models or "
+                                "tasks registered in the driver"), error
+        assert "No module named 'driver_only_plugin'" in error
+    finally:
+        registry.models._extra.pop("test-driver-only", None)
