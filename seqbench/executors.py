@@ -55,10 +55,12 @@ with ``--resources GPU=K`` for K jobs per GPU); otherwise they run anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -459,6 +461,30 @@ def _dask_task(job: dict[str, Any], threads: int, extras: bytes) -> dict[str, An
     return run_job_with_timeout(job)
 
 
+@contextlib.contextmanager
+def _shielded():
+    """Ctrl-C and SIGTERM held back until the end while a local Dask cluster starts or
+    stops (in the main thread; elsewhere signals do not reach the code), so that the
+    cluster is never left half started or half closed; they take effect after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    hold = lambda signum, frame: held.append(signum)  # noqa: E731
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), sig)
+
+
 class DaskExecutor:
     """Jobs as tasks on a Dask cluster (see the module docstring)."""
 
@@ -514,18 +540,27 @@ class DaskExecutor:
         else:
             import logging
 
-            self.cluster = distributed.LocalCluster(
-                n_workers=self.n_workers or os.cpu_count(), threads_per_worker=1, processes=True,
-                host="127.0.0.1", dashboard_address=":0", silence_logs=logging.ERROR)
-            self.client = distributed.Client(self.cluster)
+            # the workers ignore Ctrl-C (seqbench._dask_worker): it is the driver's to
+            # handle, as with the local executor's workers
+            try:
+                with _shielded():
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=self.n_workers or os.cpu_count(), threads_per_worker=1,
+                        processes=True, host="127.0.0.1", dashboard_address=":0",
+                        silence_logs=logging.ERROR, preload=["seqbench._dask_worker"])
+                self.client = distributed.Client(self.cluster)
+            except BaseException:
+                self.close()
+                raise
         return distributed
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        self.client = self.cluster = None
+        with _shielded():  # a second Ctrl-C must not leave a cluster half closed
+            if self.client is not None:
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+            self.client = self.cluster = None
 
     def run(self, jobs: list[dict[str, Any]]):
         distributed = self._open()

@@ -395,6 +395,40 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_jobs(tmp_path):
         assert r["status"] in STATUSES and r["finished"] and r["provenance"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_on_a_local_dask_cluster_is_one_line(tmp_path, signum):
+    """The Dask workers leave Ctrl-C to seqbench (no worker tracebacks); the cluster is
+    closed and no process is left behind."""
+    pytest.importorskip("distributed")
+    suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
+    cmd = [sys.executable, "-m", "seqbench.cli", "run", str(suite), "--store", str(store),
+           "--executor", "dask-local:2"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for_rows(store, proc, n=1)
+    if signum == signal.SIGINT:
+        os.killpg(proc.pid, signum)  # a terminal's Ctrl-C: the whole group
+    else:
+        proc.send_signal(signum)  # kill PID
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() in ("seqbench: interrupted; finished jobs are kept in the store",
+                           "seqbench: terminated; finished jobs are kept in the store"), err
+    end = time.monotonic() + 20
+    while time.monotonic() < end:  # the whole group is gone, the workers included
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        left = subprocess.run(["ps", "-o", "pid,args", "-g", str(proc.pid)],
+                              capture_output=True, text=True).stdout
+        raise AssertionError(f"processes left behind:\n{left}")
+
+
 def test_sigterm_stops_cleanly_and_keeps_finished_jobs(tmp_path):
     suite, store = write(tmp_path, RESUMABLE), tmp_path / "s.sqlite"
     _, _, proc = _start(suite, store)
