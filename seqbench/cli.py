@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from . import __version__, registry
 from .errors import SeqbenchError
@@ -178,11 +179,15 @@ def _cmd_compare(args) -> int:
     from .report import check_alpha, compare, compare_text, load_results
 
     check_alpha(args.alpha)
+    if args.out is not None:  # before the work: a bad --out fails first
+        _check_out_file(args.out)
+    suite_b = args.suite_b if args.suite_b is not None else args.suite
     a = load_results(args.a, args.suite)
-    b = load_results(args.b, args.suite)
-    if a.empty or b.empty:
-        raise SeqbenchError(f"compare: no finished results in {args.a if a.empty else args.b}"
-                            + (f" for suite {args.suite!r}" if args.suite else ""))
+    b = load_results(args.b, suite_b)
+    for path, df, suite in ((args.a, a, args.suite), (args.b, b, suite_b)):
+        if df.empty and not df.attrs.get("not_ok"):
+            raise SeqbenchError(f"compare: no finished results in {path}"
+                                + (f" for suite {suite!r}" if suite else ""))
     cmp = compare(a, b, alpha=args.alpha)
     print(compare_text(cmp, str(args.a), str(args.b)))
     for side, path, df in (("A", args.a, a), ("B", args.b, b)):
@@ -196,6 +201,18 @@ def _cmd_compare(args) -> int:
                                 f"{exc.strerror or exc}") from None
         print(f"wrote {args.out}")
     return 0
+
+
+def _check_out_file(out: str) -> None:
+    """A path a CSV can be written to: not empty, not a directory, in a directory that
+    exists."""
+    path = Path(out)
+    if not out:
+        raise SeqbenchError("compare: --out: expected a file path, got ''")
+    if path.is_dir():
+        raise SeqbenchError(f"compare: --out {out}: expected a file path, got a directory")
+    if not path.parent.is_dir():
+        raise SeqbenchError(f"compare: --out {out}: no such directory {path.parent}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -285,12 +302,19 @@ def build_parser() -> argparse.ArgumentParser:
                          "seqbench report (runs.csv or cells.csv), one suite each, per task "
                          "setting and model: the difference B - A, a paired t-test over the "
                          "seeds both share when they share at least 2 (Welch's t-test on all "
-                         "seeds otherwise) and which cells got better or worse. An input "
-                         "holding several suites needs --suite.")
+                         "seeds otherwise) and which cells got better or worse. A cell whose "
+                         "jobs ran on one side but none finished ok (failed, timeout, "
+                         "diverged) is listed as 'not ok' on that side (stores say why; CSVs "
+                         "hold finished runs only). An input holding several suites needs "
+                         "--suite; --suite-b picks B's suite when it differs.")
     cmp.add_argument("a", help="store or CSV (the reference)")
     cmp.add_argument("b", help="store or CSV (compared against A)")
-    cmp.add_argument("--suite", default=None, help="this suite (by name), from both inputs; "
-                     "needed when an input holds several")
+    cmp.add_argument("--suite", default=None, help="this suite (by name), from both inputs "
+                     "(from A only when --suite-b is given); needed when an input holds "
+                     "several")
+    cmp.add_argument("--suite-b", default=None, metavar="SUITE",
+                     help="this suite from B (default: --suite): compare two suites, such "
+                     "as two versions of one held in one store")
     cmp.add_argument("--alpha", type=float, default=0.05,
                      help="significance level, in (0, 1) (default 0.05)")
     cmp.add_argument("--out", default=None, help="also write the comparison as CSV here")

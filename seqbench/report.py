@@ -718,7 +718,10 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
     from .store import Store
 
     p = Path(path)
-    note = None
+    note, not_ok = None, {}
+    if p.is_dir():
+        raise SeqbenchError(f"compare: {path}: a directory (expected a store or a CSV, such "
+                            f"as {p / 'cells.csv'})")
     if not p.is_file():
         raise SeqbenchError(f"compare: {path}: no such file (expected a store or a CSV)")
     if p.suffix.lower() == ".csv":
@@ -741,7 +744,8 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
                 df = df[df["suite"].astype(str) == suite]
         df = _numeric_columns(df, path, ("seed", "score") if per_seed else ("mean", "sd", "n_ok"))
         if not per_seed:  # a cell with no finished seed (failed, diverged, not run) has no
-            df = df[df["n_ok"] > 0]  # score, as a store has no ok run for it
+            not_ok = _not_ok_csv_cells(df)  # score, as a store has no ok run for it
+            df = df[df["n_ok"] > 0]
         df["higher_is_better"] = df["higher_is_better"].astype(bool)
     else:
         with Store(p, create=False) as store:
@@ -750,11 +754,54 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
             df = store.frame(suite)
             name = suite if suite is not None else (names[0] if names else None)
             note = incomplete_note(suite_plan(store, name), name) if name else None
-        df = runs_frame(setting_names(df))
+        named = setting_names(df) if not df.empty else df
+        not_ok = _not_ok_cells(named)
+        df = runs_frame(named)
     _check_unique(df, path)
     df = df.reset_index(drop=True)
     df.attrs["incomplete"] = note  # a store's suite with jobs not run yet: one line
+    df.attrs["not_ok"] = not_ok
     return df
+
+
+#: statuses of jobs that ran and gave no score
+NOT_OK = ("failed", "timeout", "diverged")
+
+
+def _not_ok_csv_cells(cells: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """:func:`_not_ok_cells` for a ``cells.csv``: its cells with no seed ok whose status
+    (a ``/``-joined set) is made of failed, timeout and diverged, as ``"failed/timeout: 0
+    of 3 ok"``."""
+    if "status" not in cells.columns:
+        return {}
+    out = {}
+    for _, r in cells[cells["n_ok"] == 0].iterrows():
+        status = str(r["status"])
+        if status and set(status.split("/")) <= set(NOT_OK):
+            n = int(r["n_jobs"]) if "n_jobs" in r and pd.notna(r["n_jobs"]) else None
+            out[(r["setting"], r["model_name"])] = {
+                "text": f"{status}: 0" + (f" of {n}" if n is not None else "") + " ok",
+                "metric": r["metric"], "higher_is_better": bool(r["higher_is_better"])}
+    return out
+
+
+def _not_ok_cells(df: pd.DataFrame) -> dict[tuple[str, str], dict]:
+    """(setting, model_name) -> ``{"text": "2 failed, 1 timeout", "metric": ...,
+    "higher_is_better": ...}`` for the cells of a store's frame with jobs that ran and
+    gave no score (a CSV from ``seqbench report`` holds finished runs only: none)."""
+    if df.empty or "status" not in df.columns:
+        return {}
+    bad = df[df["status"].isin(NOT_OK)]
+    out = {}
+    for key, g in bad.groupby(["setting", "model_name"], sort=False):
+        counts = g["status"].value_counts()
+        out[key] = {"text": ", ".join(f"{int(counts[st])} {st}" for st in NOT_OK
+                                      if st in counts),
+                    "metric": g["metric"].dropna().iloc[0] if g["metric"].notna().any()
+                    else None,
+                    "higher_is_better": bool(g["higher_is_better"].dropna().iloc[0])
+                    if g["higher_is_better"].notna().any() else True}
+    return out
 
 
 def _check_suite(path, kind: str, names: list[str], suite: str | None) -> None:
@@ -875,8 +922,14 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
     of :func:`difference_test` (``test``: ``paired``, ``welch`` or ``none``; ``n_paired``:
     the seeds a paired test used) and a verdict for B relative to A: ``better`` /
     ``worse`` when p < ``alpha`` with the tested difference in the metric's good / bad
-    direction, ``same`` otherwise, ``untested`` with too few seeds, ``only in A`` /
-    ``only in B`` for cells one side lacks. ``alpha`` must be in (0, 1).
+    direction, ``same`` otherwise, ``untested`` with too few seeds; for a cell with no
+    score on one side, ``not ok in B`` (``in A``, ``in A and B``) where that side's jobs
+    ran and failed, timed out or diverged, and ``only in A`` / ``only in B`` where that
+    side has no such job. ``not_ok_a`` and ``not_ok_b`` count each side's jobs of the
+    cell that gave no score (``"1 failed, 2 timeout"`` from a store; from a cells.csv,
+    ``"diverged: 0 of 3 ok"`` for a cell with no seed ok; a runs.csv holds finished runs
+    only); their seeds are left out of the test.
+    ``alpha`` must be in (0, 1).
 
     ``mean_a``, ``mean_b`` and ``diff`` are over the seeds the test used, so they agree
     with the verdict: for a paired test, the ``n_paired`` seeds both sides share (seeds
@@ -888,20 +941,33 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
     rows = []
     ga = {k: g for k, g in a.groupby(["setting", "model_name"], sort=False)}
     gb = {k: g for k, g in b.groupby(["setting", "model_name"], sort=False)}
-    for key in list(dict.fromkeys([*ga, *gb])):
+    bad_a, bad_b = a.attrs.get("not_ok") or {}, b.attrs.get("not_ok") or {}
+    for key in list(dict.fromkeys([*ga, *gb, *bad_a, *bad_b])):
         sa, sb = ga.get(key), gb.get(key)
         ref = sa if sa is not None else sb
-        row = {"setting": key[0], "model_name": key[1], "metric": ref["metric"].iloc[0],
-               "higher_is_better": bool(ref["higher_is_better"].iloc[0]),
+        info = bad_a.get(key) or bad_b.get(key) or {}
+        metric = ref["metric"].iloc[0] if ref is not None else info.get("metric")
+        hib = (bool(ref["higher_is_better"].iloc[0]) if ref is not None
+               else info.get("higher_is_better", True))
+        row = {"setting": key[0], "model_name": key[1], "metric": metric,
+               "higher_is_better": hib,
                "mean_a": float("nan"), "mean_b": float("nan"), "n_a": 0, "n_b": 0,
                "diff": float("nan"), "pvalue": float("nan"), "test": "none", "n_paired": 0,
-               "mean_a_all": float("nan"), "mean_b_all": float("nan")}
+               "mean_a_all": float("nan"), "mean_b_all": float("nan"),
+               "not_ok_a": bad_a.get(key, {}).get("text", ""),
+               "not_ok_b": bad_b.get(key, {}).get("text", "")}
         if sa is None or sb is None:
-            side = _cell_summary(ref)
-            which = "a" if sa is not None else "b"
-            row[f"mean_{which}"] = row[f"mean_{which}_all"] = side["mean"]
-            row[f"n_{which}"] = side["n"]
-            row["verdict"] = "only in A" if sa is not None else "only in B"
+            if ref is not None:
+                side = _cell_summary(ref)
+                which = "a" if sa is not None else "b"
+                row[f"mean_{which}"] = row[f"mean_{which}_all"] = side["mean"]
+                row[f"n_{which}"] = side["n"]
+            if sa is None and sb is None:
+                row["verdict"] = "not ok in A and B"
+            elif sb is None:
+                row["verdict"] = "not ok in B" if row["not_ok_b"] else "only in A"
+            else:
+                row["verdict"] = "not ok in A" if row["not_ok_a"] else "only in B"
             rows.append(row)
             continue
         ca, cb = _cell_summary(sa), _cell_summary(sb)
@@ -925,7 +991,8 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, alpha: float = 0.05) -> pd.DataFra
                    mean_a_all=ca["mean"], mean_b_all=cb["mean"])
         rows.append(row)
     cols = ["setting", "model_name", "metric", "higher_is_better", "mean_a", "mean_b", "n_a",
-            "n_b", "diff", "pvalue", "test", "n_paired", "verdict", "mean_a_all", "mean_b_all"]
+            "n_b", "diff", "pvalue", "test", "n_paired", "verdict", "mean_a_all", "mean_b_all",
+            "not_ok_a", "not_ok_b"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -968,8 +1035,15 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
              "A, B, diff: means over the seeds the test used (for 'paired on k shared "
              "seeds', those k seeds only)", ""]
     for verdict, title in (("better", "better in B"), ("worse", "worse in B"),
+                           ("not ok in B", "not ok in B (no score: its jobs did not finish "
+                            "ok)"),
+                           ("not ok in A", "not ok in A (no score: its jobs did not finish "
+                            "ok)"),
+                           ("not ok in A and B", "not ok in A and B"),
                            ("only in A", "only in A"), ("only in B", "only in B")):
         sub = cmp[cmp["verdict"] == verdict]
+        if verdict.startswith("not ok") and sub.empty:
+            continue
         lines.append(f"{title} ({len(sub)}):")
         for _, r in sub.iterrows():
             if verdict in ("better", "worse"):
@@ -981,8 +1055,20 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
                     line += (f"; means over those {r['n_paired']}, leaving out {left_out}; "
                              f"over every seed {r['mean_a_all']:.4g} -> {r['mean_b_all']:.4g}")
                 lines.append(line + ")")
+            elif verdict.startswith("not ok"):
+                sides = [f"{side}: {r[col]}" for side, col in (("A", "not_ok_a"),
+                                                                ("B", "not_ok_b")) if r[col]]
+                lines.append(f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})")
             else:
                 lines.append(f"  {r['model_name']} on {r['setting']}")
+    partial = cmp[cmp["verdict"].isin(["better", "worse", "same", "untested"])
+                  & ((cmp["not_ok_a"] != "") | (cmp["not_ok_b"] != ""))]
+    if not partial.empty:
+        lines.append(f"scored, with jobs not ok (their seeds left out) ({len(partial)}):")
+        for _, r in partial.iterrows():
+            sides = [f"{side}: {r[col]}" for side, col in (("A", "not_ok_a"),
+                                                            ("B", "not_ok_b")) if r[col]]
+            lines.append(f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})")
     n_same = int((cmp["verdict"] == "same").sum())
     n_untested = int((cmp["verdict"] == "untested").sum())
     lines.append(f"unchanged within seed noise: {n_same}; too few seeds to test: {n_untested}")

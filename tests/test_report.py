@@ -487,8 +487,9 @@ def test_report_on_a_model_skipped_everywhere_warns_nothing_and_shows_no_nan(tmp
 def test_a_reports_cells_csv_compares_equal_to_its_store_with_cells_that_never_finished(
         tmp_path, capsys):
     """A cell with no finished seed (gamma diverged at lag 10 on every seed) has no score:
-    compare leaves it out of cells.csv as it does of the store, so a report's cells.csv
-    against its own store shows every common cell the same and nothing on one side only."""
+    compare takes it from cells.csv as from the store, as not ok on both sides, so a
+    report's cells.csv against its own store shows every scored cell the same and nothing
+    on one side only."""
     done = [(m, lag, s) for m in NORM for lag in LAGS for s in SEEDS]
     path = _plan_store(tmp_path / "s.sqlite", done, {("gamma", 10, s): "diverged"
                                                      for s in SEEDS})
@@ -497,12 +498,18 @@ def test_a_reports_cells_csv_compares_equal_to_its_store_with_cells_that_never_f
     cells = pd.read_csv(out / "cells.csv")
     assert (cells["n_ok"] == 0).sum() == 1  # the diverged cell is in the file
     a, b = report.load_results(out / "cells.csv"), report.load_results(path)
-    cmp = report.compare(a, b)
-    assert len(cmp) == 8 and set(cmp["verdict"]) == {"same"}
+    cmp = report.compare(a, b).set_index(["setting", "model_name"])
+    assert len(cmp) == 9
+    assert set(cmp.drop(("jane lag=10", "gamma"))["verdict"]) == {"same"}
+    gone = cmp.loc[("jane lag=10", "gamma")]
+    assert gone["verdict"] == "not ok in A and B"
+    assert gone["not_ok_a"] == "diverged: 0 of 3 ok" and gone["not_ok_b"] == "3 diverged"
     capsys.readouterr()
     assert main(["compare", str(out / "cells.csv"), str(path)]) == 0
     text = capsys.readouterr().out
     assert "only in A (0):" in text and "only in B (0):" in text
+    assert "not ok in A and B (1):\n  gamma on jane lag=10 (A: diverged: 0 of 3 ok; " \
+           "B: 3 diverged)" in text
 
 
 def test_file_names_are_bounded_and_never_overwrite_each_other(tmp_path, capsys):

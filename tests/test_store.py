@@ -463,3 +463,54 @@ def test_a_store_locked_by_another_process_is_one_line_and_keeps_what_finished(
     assert raw_scores(path, "1") == before  # nothing half-written, nothing lost
     run(tmp_path, path, p=8)  # free again: the edited suite runs
     assert len(raw_scores(path, "1")) == 12
+
+
+def test_compare_lists_cells_whose_jobs_failed_as_not_ok_with_their_statuses(tmp_path, capsys):
+    """B ran the same suite, but ar timed out on both seeds at lag 2 and failed on seed 0
+    at lag 6: the first cell is 'not ok in B' (not a cell B lacks), the second is tested
+    on the seed B has, with the failure counted beside it."""
+    import shutil
+
+    a, b = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
+    run(tmp_path, a)
+    shutil.copy(a, b)
+    con = sqlite3.connect(b)
+    with con:
+        con.execute("UPDATE runs SET status = 'timeout', score = NULL WHERE model = 'ar' "
+                    "AND json_extract(task_params, '$.lag') = 2")
+        con.execute("UPDATE runs SET status = 'failed', score = NULL WHERE model = 'ar' "
+                    "AND json_extract(task_params, '$.lag') = 6 AND seed = 0")
+    con.close()
+    capsys.readouterr()
+    out_csv = tmp_path / "cmp.csv"
+    assert main(["compare", str(a), str(b), "--out", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    assert "not ok in B (no score: its jobs did not finish ok) (1):\n" \
+           "  ar on jane-recall lag=2 (B: 2 timeout)" in out
+    assert "only in A (0):" in out
+    assert "scored, with jobs not ok (their seeds left out) (1):\n" \
+           "  ar on jane-recall lag=6 (B: 1 failed)" in out
+    cmp = pd.read_csv(out_csv, keep_default_na=False).set_index(["setting", "model_name"])
+    assert cmp.loc[("jane-recall lag=2", "ar"), "verdict"] == "not ok in B"
+    lag6 = cmp.loc[("jane-recall lag=6", "ar")]
+    assert lag6["n_a"] == 2 and lag6["n_b"] == 1 and lag6["not_ok_b"] == "1 failed"
+    assert lag6["not_ok_a"] == ""
+
+
+def test_compare_takes_another_suite_from_b_and_checks_out_first(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    run(tmp_path, store, name="one", p=16)
+    run(tmp_path, store, name="two", p=2, file="two.toml")
+    capsys.readouterr()
+    assert main(["compare", str(store), str(store), "--suite", "one", "--suite-b", "two"]) == 0
+    out = capsys.readouterr().out
+    ar = {float(x) for x in raw_scores(store, "model = 'ar'")}
+    assert len(ar) > 1 and "ar on jane-recall" in out  # p=16 vs p=2 differ
+    for bad, message in ((str(tmp_path), "expected a file path, got a directory"),
+                         ("", "expected a file path, got ''"),
+                         (str(tmp_path / "no" / "c.csv"), "no such directory")):
+        assert main(["compare", str(store), str(store), "--suite", "one", "--out", bad]) == 2
+        got = capsys.readouterr()
+        assert got.out == "" and message in got.err and got.err.count("\n") == 1
+    assert main(["compare", str(tmp_path), str(store)]) == 2
+    assert "a directory (expected a store or a CSV, such as" in capsys.readouterr().err
