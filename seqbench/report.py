@@ -586,18 +586,21 @@ def lag_points(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFra
 def _missing_lags(jobs: pd.DataFrame, dep: str) -> str:
     """What a model lacks on a family's lags (``jobs``: its rows of :func:`swept_jobs`):
     the lags where no seed finished, with why (``not run``: no result yet, or the jobs'
-    status), and the lags where some seeds have no result yet; ``""`` when nothing
+    status), and the lags where some seeds have no result (``lag 2: 1 of 3 seeds
+    failed``: the horizon of such a seed is over its other lags); ``""`` when nothing
     lacks."""
     whole: dict[str, list[float]] = {}
     partial = []
     for lag, js in jobs.groupby("lag", sort=True):
-        status = [s if isinstance(s, str) else None for s in js["status"]]
-        n_none = status.count(None)
+        status = [s if isinstance(s, str) else "not run" for s in js["status"]]
         if "ok" not in status:
-            why = "/".join(sorted({s or "not run" for s in status}))
+            why = "/".join(sorted(set(status)))
             whole.setdefault(why, []).append(lag)
-        elif n_none:
-            partial.append(f"{dep} {lag:g}: {n_none} of {len(status)} seeds not run")
+            continue
+        lacking = [s for s in status if s != "ok"]
+        if lacking:
+            why = "/".join(sorted(set(lacking)))
+            partial.append(f"{dep} {lag:g}: {len(lacking)} of {len(status)} seeds {why}")
     parts = [f"{dep} {', '.join(f'{x:g}' for x in lags)} {why}" for why, lags in whole.items()]
     return "; ".join(parts + partial)
 

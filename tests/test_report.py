@@ -559,3 +559,16 @@ def test_a_suite_stopped_before_its_first_result_is_listed_as_incomplete(tmp_pat
     assert main(["report", "--store", str(path), "--out", str(tmp_path / "r"),
                  "--no-plots"]) == 0
     assert note in capsys.readouterr().out
+
+
+def test_a_seed_that_failed_at_one_lag_is_named_beside_the_horizon(tmp_path):
+    """beta's seed 0 failed at lag 5: its horizon is over lags 2 and 10 only, and the
+    horizon says so (before, nothing did, and the failure could move the horizon)."""
+    done = [(m, lag, s) for m in NORM for lag in LAGS for s in SEEDS]
+    path = _plan_store(tmp_path / "s.sqlite", done, {("beta", 5, 0): "failed"})
+    with Store(path, create=False) as store:
+        df, plan = store.frame("hand"), report.suite_plan(store, "hand")
+    hz = report.memory_horizons(df, plan=plan).set_index("model_name")
+    assert hz.loc["beta", "missing"] == "lag 5: 1 of 3 seeds failed"
+    assert hz.loc["beta", "display"].endswith("lag 5: 1 of 3 seeds failed)")
+    assert hz.loc["alpha", "missing"] == "" and hz.loc["gamma", "missing"] == ""
