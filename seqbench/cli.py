@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import os
 import signal
 import sys
@@ -148,10 +149,8 @@ def _cmd_results(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from pathlib import Path
-
     from .plots import slugs
-    from .report import check_formats, suite_plan, write_report
+    from .report import MANIFEST, check_formats, clear_report, suite_plan, write_report
     from .store import Store
 
     formats = check_formats(tuple(f.strip() for f in args.format.split(",") if f.strip()))
@@ -163,6 +162,12 @@ def _cmd_report(args) -> int:
         suites = [(name, store.frame(name), store.suite_text(name), suite_plan(store, name))
                   for name in names]
     dirs = slugs(str(name) for name, *_ in suites)
+    if len(suites) > 1:  # one folder per suite: an earlier report's files at the top go
+        try:
+            clear_report(args.out, keep=frozenset(dirs.values()))
+        except OSError as exc:
+            raise SeqbenchError(f"report: --out {args.out}: cannot write there: "
+                                f"{exc.strerror or exc}") from None
     for name, df, suite_text, plan in suites:
         out = Path(args.out) if len(suites) == 1 else Path(args.out) / dirs[str(name)]
         text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
@@ -172,6 +177,8 @@ def _cmd_report(args) -> int:
         print(f"\nwrote {len(files)} files to {out}"
               + (f"; open {html[0]}" if html else ""))
         print()
+    if len(suites) > 1:
+        (Path(args.out) / MANIFEST).write_text(json.dumps({"suites": list(dirs.values())}))
     return 0
 
 

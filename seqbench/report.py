@@ -13,8 +13,12 @@ horizons also show what has no result yet (:func:`incomplete_note`). Plots live 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -1178,10 +1182,17 @@ def write_report(
     ``report.md``, ``tables.tex`` and ``report.html``, ``not run`` cells, and the lags
     each memory horizon lacks).
 
-    Tables: ``horizons.*`` and ``scores.*`` in each of ``formats`` (``md``, ``tex``;
-    ``csv`` writes the numbers instead: ``cells.csv`` per cell, ``runs.csv`` per job,
-    ``horizons.csv`` per model and family, which ``seqbench compare`` reads), figures in
-    ``figures/`` as PNG and SVG, and with ``html`` the self-contained ``report.html``.
+    Files, by ``formats``: ``md``: ``report.md`` (every table); ``tex``: ``tables.tex``;
+    ``csv``: the numbers, ``cells.csv`` per cell, ``runs.csv`` per finished job and
+    ``horizons.csv`` per model and family (``seqbench compare`` reads the first two);
+    ``html``: the self-contained ``report.html`` and the bare tables ``score.html``,
+    ``normalised.html`` and ``rank.html``. With ``plots``, figures in ``figures/`` as PNG
+    and SVG.
+
+    The report is written into a temporary folder beside ``out_dir`` and moved in whole:
+    a failure leaves ``out_dir`` as it was. The files an earlier report wrote there
+    (listed in its ``.seqbench-report``) are replaced, and those this one does not write
+    removed; other files in ``out_dir`` are left alone.
 
     An unknown or empty ``formats``, or an ``out_dir`` that cannot be created or
     written, is a :class:`SeqbenchError` (one line).
@@ -1190,14 +1201,68 @@ def write_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SeqbenchError(f"report: --out {out_dir}: expected a directory, got a file")
+    staging = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        return _write_report(df, out, suite=suite, suite_text=suite_text, formats=formats,
-                             plots=plots, plan=plan)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        text, files = _write_report(df, staging, suite=suite, suite_text=suite_text,
+                                    formats=formats, plots=plots, plan=plan)
+        names = [f.relative_to(staging) for f in files]
+        out.mkdir(exist_ok=True)
+        for name in names:  # nothing is moved unless everything can be
+            for parent in [*reversed((out / name).parents)][len(out.parents) + 1:]:
+                if parent.exists() and not parent.is_dir():
+                    raise FileExistsError(17, "File exists", str(parent))
+            if (out / name).is_dir():
+                raise IsADirectoryError(21, "Is a directory", str(out / name))
+        clear_report(out)  # what the previous report here wrote, and only that
+        for name in names:
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out / name)
+        (out / MANIFEST).write_text(json.dumps({"files": [str(n) for n in names]}, indent=1))
+        return text, [out / n for n in names]
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(out_dir) else ""
         raise SeqbenchError(f"report: --out {out_dir}: cannot write there{where}: "
                             f"{exc.strerror or exc}") from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+#: the file in a report folder that lists what the report wrote there (what the next
+#: report into that folder replaces; nothing else in it is touched)
+MANIFEST = ".seqbench-report"
+
+
+def clear_report(out: str | Path, keep: frozenset[str] = frozenset()) -> None:
+    """Remove the files an earlier report wrote into ``out`` (those its manifest lists, and
+    the reports of the suite folders it lists, except the names in ``keep``), and empty
+    folders left behind; files of anything else in ``out`` stay."""
+    out = Path(out)
+    try:
+        listed = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(listed, dict):
+        return
+
+    def inside(name) -> Path | None:
+        path = Path(str(name))
+        return None if path.is_absolute() or ".." in path.parts else out / path
+
+    for sub in listed.get("suites", []):
+        if str(sub) not in keep and (path := inside(sub)) is not None and path.is_dir():
+            clear_report(path)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    for name in listed.get("files", []):
+        if str(name) not in keep and (path := inside(name)) is not None and path.is_file():
+            path.unlink()
+            if path.parent != out:  # figures/, once empty
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+    (out / MANIFEST).unlink(missing_ok=True)
 
 
 def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:

@@ -537,7 +537,7 @@ def test_file_names_are_bounded_and_never_overwrite_each_other(tmp_path, capsys)
     out = tmp_path / "rep"
     assert main(["report", "--store", str(path), "--out", str(out)]) == 0
     capsys.readouterr()
-    dirs = sorted(p.name for p in out.iterdir())
+    dirs = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(dirs) == 2 and all(d.startswith("smoke-v2") for d in dirs)
     for d in dirs:
         assert (out / d / "report.md").is_file()

@@ -514,3 +514,53 @@ def test_compare_takes_another_suite_from_b_and_checks_out_first(tmp_path, capsy
         assert got.out == "" and message in got.err and got.err.count("\n") == 1
     assert main(["compare", str(tmp_path), str(store)]) == 2
     assert "a directory (expected a store or a CSV, such as" in capsys.readouterr().err
+
+
+def _tree(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def test_a_report_replaces_what_the_previous_one_wrote_and_nothing_else(tmp_path, capsys):
+    store, out = tmp_path / "s.sqlite", tmp_path / "rep"
+    run(tmp_path, store, name="one")
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a user's file in the report folder
+    assert main(["report", "--store", str(store), "--out", str(out)]) == 0
+    first = _tree(out)
+    assert {"report.md", "report.html", "cells.csv", "figures"} <= first
+    assert main(["report", "--store", str(store), "--out", str(out), "--no-plots",
+                 "--format", "md"]) == 0
+    assert _tree(out) == {"notes.txt", "report.md", ".seqbench-report"}
+    assert (out / "notes.txt").read_text() == "mine"
+    # a second suite: one folder per suite, and the single-suite files at the top go
+    run(tmp_path, store, name="two", p=2, file="two.toml")
+    assert main(["report", "--store", str(store), "--out", str(out), "--no-plots",
+                 "--format", "md,csv"]) == 0
+    assert _tree(out) == {"notes.txt", ".seqbench-report", "one", "two",
+                          *(f"{s}/{f}" for s in ("one", "two")
+                            for f in ("report.md", "cells.csv", "runs.csv", "horizons.csv",
+                                      ".seqbench-report"))}
+    # back to one suite: the per-suite folders go
+    assert main(["report", "--store", str(store), "--suite", "one", "--out", str(out),
+                 "--no-plots", "--format", "md"]) == 0
+    assert _tree(out) == {"notes.txt", "report.md", ".seqbench-report"}
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("blocked", ["figures", "report.html"])
+def test_a_report_that_cannot_be_written_whole_leaves_the_folder_as_it_was(
+        tmp_path, capsys, blocked):
+    store, out = tmp_path / "s.sqlite", tmp_path / "rep"
+    run(tmp_path, store)
+    out.mkdir()
+    if blocked == "figures":
+        (out / "figures").write_text("a file where the figures go")
+    else:
+        (out / "report.html").mkdir()
+    before = _tree(out)
+    capsys.readouterr()
+    assert main(["report", "--store", str(store), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"report: --out {out}: cannot write there" in err
+    assert _tree(out) == before
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
