@@ -259,7 +259,8 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     statuses of the jobs that did not finish), ``mean``, ``sd``, ``ci`` (half-width of
     the 95 % t interval), ``ci_low``, ``ci_high``, ``norm_mean``, ``norm_ci`` (the same
     for the normalised score) and ``rank`` (1 = best model on that setting by mean score
-    in the metric's own direction, ties averaged); ``task_order`` and ``model_order``
+    in the metric's own direction, ties averaged, means equal to 12 significant digits
+    tying); ``task_order`` and ``model_order``
     where ``df`` has them. Rows follow the suite's task order, then its model order
     (:func:`in_order`).
     """
@@ -305,7 +306,7 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
             continue
         # a finished job was scored, so its setting's direction is known
         sign = -1.0 if good["higher_is_better"].iloc[0] else 1.0
-        cells.loc[good.index, "rank"] = stats.rankdata(sign * good["mean"].to_numpy())
+        cells.loc[good.index, "rank"] = stats.rankdata(sign * _tie_safe(good["mean"]))
     return cells
 
 
@@ -372,6 +373,16 @@ def _mean_rank(mean_ranks: pd.Series, model: str) -> str:
 # Ranks across tasks: Friedman test and Nemenyi post-hoc
 # ---------------------------------------------------------------------------------------
 
+def _tie_safe(values) -> np.ndarray:
+    """``values`` rounded to 12 significant digits, so that equal scores averaged in
+    another order (0.2066666666666667 and 0.20666666666666667) rank as the tie they are."""
+    x = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        digits = np.where((x == 0) | ~np.isfinite(x), 0,
+                          11 - np.floor(np.log10(np.abs(np.where(x == 0, 1, x))))).astype(int)
+    return np.array([round(v, int(d)) if np.isfinite(v) else v for v, d in zip(x, digits)])
+
+
 def friedman_nemenyi(cells: pd.DataFrame) -> dict:
     """Friedman test over models with task settings as blocks, then Nemenyi post-hoc.
 
@@ -380,8 +391,9 @@ def friedman_nemenyi(cells: pd.DataFrame) -> dict:
     as blocks would overstate the evidence. Scores are oriented so that higher is
     better (lower-is-better metrics are negated) and ranked within each block, rank
     1 = best. Only models with a finished score somewhere take part, and only settings
-    where all of them finished are blocks. Needs at least 3 models and 2 blocks;
-    otherwise ``skipped`` says why.
+    where all of them finished are blocks. Needs at least 3 models and 2 blocks, and some
+    block where the models differ; otherwise ``skipped`` says why. Means equal to 12
+    significant digits tie (see :func:`_tie_safe`).
 
     Returns ``{"models", "n_blocks", "matrix" (blocks x models, oriented), "mean_ranks"
     (Series, ascending), "statistic", "pvalue", "nemenyi" (models x models p-values),
@@ -395,7 +407,8 @@ def friedman_nemenyi(cells: pd.DataFrame) -> dict:
         return out
     ok = cells[np.isfinite(cells["mean"])]
     models = list(dict.fromkeys(ok["model_name"]))
-    oriented = ok["mean"] * np.where(ok["higher_is_better"].astype(bool), 1.0, -1.0)
+    oriented = _tie_safe(ok["mean"]) * np.where(ok["higher_is_better"].astype(bool), 1.0,
+                                                 -1.0)
     matrix = (ok.assign(oriented=oriented)
               .pivot_table(index="setting", columns="model_name", values="oriented",
                            aggfunc="first", sort=False)
@@ -413,6 +426,10 @@ def friedman_nemenyi(cells: pd.DataFrame) -> dict:
     if len(matrix) < 2:
         out["skipped"] = (f"needs at least 2 task settings where every model finished, "
                           f"got {len(matrix)}")
+        return out
+    if (matrix.nunique(axis=1) == 1).all():  # the statistic is 0/0: nothing to test
+        out["skipped"] = (f"no differences to test: the {len(models)} models tie on every "
+                          f"one of the {len(matrix)} task settings")
         return out
     res = stats.friedmanchisquare(*[matrix[m].to_numpy() for m in models])
     out["statistic"], out["pvalue"] = float(res.statistic), float(res.pvalue)

@@ -196,6 +196,30 @@ def test_friedman_skips_with_two_models(frame):
     assert fr["skipped"].startswith("needs at least 3 models")
 
 
+def test_friedman_skips_when_every_setting_ties_every_model(frame):
+    tied = frame.copy()  # every model gets the first model's score, setting by setting
+    key = tied["task_label"] + tied["task_params"].map(str) + tied["seed"].map(str)
+    tied["score"] = tied.groupby(key)["score"].transform("first")
+    fr = report.friedman_nemenyi(report.cell_stats(tied))
+    assert fr["skipped"] == ("no differences to test: the 3 models tie on every one of "
+                             "the 4 task settings")
+    assert np.isnan(fr["statistic"]) and fr["nemenyi"] is None
+
+
+def test_equal_means_summed_in_another_order_tie_in_the_ranks(frame):
+    """Scores 0.27, 0.31, 0.04 and 0.04, 0.27, 0.31: the same mean, as floats summed in
+    another order 0.2066666666666667 and 0.20666666666666667; they tie (rank 1.5 each)."""
+    sub = frame[(frame["model"] != "gamma") & (frame["task"] == "jane-recall")].copy()
+    lag2 = sub["task_params"].map(lambda p: p["lag"] == 2)
+    for model, scores in (("alpha", [0.27, 0.31, 0.04]), ("beta", [0.04, 0.27, 0.31])):
+        rows = sub.index[lag2 & (sub["model"] == model)]
+        sub.loc[rows, "score"] = [scores[int(s)] for s in sub.loc[rows, "seed"]]
+    cells = report.cell_stats(sub).set_index(["setting", "model_name"])
+    a, b = cells.loc[("jane lag=2", "alpha")], cells.loc[("jane lag=2", "beta")]
+    assert a["mean"] != b["mean"]  # the float sums differ in the last digit
+    assert a["rank"] == b["rank"] == 1.5
+
+
 def _shifted(norm_delta, mse_delta, seeds=SEEDS):
     norm = {m: {lag: list(v) for lag, v in d.items()} for m, d in NORM.items()}
     mse = {m: list(v) for m, v in MSE.items()}
