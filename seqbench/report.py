@@ -250,6 +250,11 @@ def _fmt_ci(mean: float, half: float, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
+CELL_COLUMNS = ["setting", "task", "task_label", "model_name", "metric", "higher_is_better",
+                "chance", "best", "n_jobs", "n_ok", "status", "mean", "sd", "ci", "ci_low",
+                "ci_high", "norm_mean", "norm_ci", "rank"]
+
+
 def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (task setting, model): statistics of the primary metric over seeds.
 
@@ -264,8 +269,8 @@ def cell_stats(df: pd.DataFrame) -> pd.DataFrame:
     where ``df`` has them. Rows follow the suite's task order, then its model order
     (:func:`in_order`).
     """
-    if df.empty:
-        return pd.DataFrame()
+    if df.empty:  # no rows, the columns still named (a cells.csv with its header)
+        return pd.DataFrame(columns=CELL_COLUMNS)
     df = setting_names(df)
     meta = setting_meta(df)
     settings = in_order(df, "setting", "task_order")

@@ -583,6 +583,10 @@ def test_a_suite_stopped_before_its_first_result_is_listed_as_incomplete(tmp_pat
     assert main(["report", "--store", str(path), "--out", str(tmp_path / "r"),
                  "--no-plots"]) == 0
     assert note in capsys.readouterr().out
+    cells = pd.read_csv(tmp_path / "r" / "cells.csv")  # no rows, but its header
+    assert cells.empty and list(cells.columns) == report.CELL_COLUMNS
+    assert main(["compare", str(tmp_path / "r" / "cells.csv"), str(path)]) == 2
+    assert "no finished results in" in capsys.readouterr().err
 
 
 def test_a_seed_that_failed_at_one_lag_is_named_beside_the_horizon(tmp_path):
