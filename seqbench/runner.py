@@ -155,7 +155,8 @@ def failure_text(exc: BaseException) -> str:
     """One line naming the error, then the last lines of its traceback."""
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     tail = "".join(tb[-3:]).strip()
-    return f"{type(exc).__name__}: {exc}\n{tail}"
+    what = str(exc) or {"MemoryError": "out of memory"}.get(type(exc).__name__, "(no message)")
+    return f"{type(exc).__name__}: {what}\n{tail}"
 
 
 def base_record(job: dict[str, Any]) -> dict[str, Any]:

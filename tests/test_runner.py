@@ -687,3 +687,17 @@ def test_dask_workers_get_only_the_driver_plugins_a_job_uses(tmp_path, dask_sche
         assert "No module named 'driver_only_plugin'" in error
     finally:
         registry.models._extra.pop("test-driver-only", None)
+
+
+def test_an_error_without_a_message_still_says_what_happened():
+    from seqbench.runner import failure_text
+
+    def boom(exc):
+        try:
+            raise exc
+        except BaseException as caught:  # noqa: BLE001
+            return failure_text(caught).splitlines()[0]
+
+    assert boom(MemoryError()) == "MemoryError: out of memory"
+    assert boom(RuntimeError()) == "RuntimeError: (no message)"
+    assert boom(ValueError("bad p")) == "ValueError: bad p"
