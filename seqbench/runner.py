@@ -21,13 +21,16 @@ its own transaction, so an interrupted suite keeps every finished job.
 The executors (``inline`` here; ``local`` worker processes and Dask in
 :mod:`seqbench.executors`) all run this same function and only return records.
 
-``peak_mem_mb`` is the peak resident set size of the process that ran the job,
-measured over that job alone: on Linux the kernel's high-water mark is reset at the
-start of the job (``/proc/self/clear_refs``) and read at its end (``VmHWM``), so it
-includes the interpreter and the imported libraries (a few hundred MiB with torch) but
-nothing from earlier jobs of a persistent worker. Where that is unavailable, RSS is
-sampled every 10 ms with psutil; failing that, it is ``ru_maxrss`` (the process's
-peak so far, which over-states later jobs of a persistent worker). Torch jobs on CUDA
+``peak_mem_mb`` is the peak resident set size of the process that ran the job, during
+that job: on Linux the kernel's high-water mark is reset at the start of the job
+(``/proc/self/clear_refs``) and read at its end (``VmHWM``). It is the whole process: the
+interpreter and the imported libraries (a few hundred MiB with torch), and whatever a
+persistent worker still holds from its earlier jobs (memory Python, the allocator or
+torch kept for reuse), so the same job can read higher after others. What the job itself
+added is ``provenance.peak_growth_mb``, the peak above the RSS at the job's start
+(``provenance.rss_start_mb``). Where the high-water mark cannot be reset, RSS is sampled
+every 10 ms with psutil; failing that, it is ``ru_maxrss`` (the process's peak so far,
+which over-states later jobs of a persistent worker; no growth is recorded then). Torch jobs on CUDA
 also record ``cuda_peak_mem_mb`` (``torch.cuda.max_memory_allocated``, reset per job)
 in the provenance.
 """
@@ -90,6 +93,8 @@ class PeakMemory:
         self.interval = interval
         self.method = "maxrss"
         self.peak_mb: float | None = None
+        #: RSS at the start of the block (MiB), where it can be read
+        self.start_mb: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,12 +103,22 @@ class PeakMemory:
         kb = proc_status_kb("VmHWM")
         return None if kb is None else kb / 1024
 
+    @property
+    def growth_mb(self) -> float | None:
+        """The peak above the RSS at the start (what the block itself added), where both
+        are known."""
+        if self.peak_mb is None or self.start_mb is None or self.method == "maxrss":
+            return None
+        return max(0.0, self.peak_mb - self.start_mb)
+
     def __enter__(self) -> PeakMemory:
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # 5: reset the peak RSS to the current RSS (Linux >= 4.0)
             if self._hwm_mb() is not None:
                 self.method = "vmhwm"
+                rss = proc_status_kb("VmRSS")
+                self.start_mb = None if rss is None else rss / 1024
                 return self
         except OSError:
             pass
@@ -114,6 +129,7 @@ class PeakMemory:
         proc = psutil.Process()
         self.method = "psutil"
         self._sampled = proc.memory_info().rss
+        self.start_mb = self._sampled / 2**20
 
         def sample():
             while not self._stop.wait(self.interval):
@@ -166,7 +182,8 @@ def base_record(job: dict[str, Any]) -> dict[str, Any]:
 def measured(body: Callable[[], None]) -> dict[str, Any]:
     """Run ``body()`` and return what a record says of its run: ``started``, ``finished``,
     ``wall_s``, ``cpu_s``, ``peak_mem_mb`` (:class:`PeakMemory`) and ``provenance`` (with
-    ``peak_mem_method``, and ``cuda_peak_mem_mb`` where CUDA ran)."""
+    ``peak_mem_method``, ``rss_start_mb`` and ``peak_growth_mb`` where known, and
+    ``cuda_peak_mem_mb`` where CUDA ran)."""
     started = _now()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     memory = PeakMemory()
@@ -176,6 +193,9 @@ def measured(body: Callable[[], None]) -> dict[str, Any]:
     out = {"started": started, "wall_s": time.perf_counter() - wall0,
            "cpu_s": time.process_time() - cpu0, "peak_mem_mb": memory.peak_mb,
            "finished": _now(), "provenance": {**provenance(), "peak_mem_method": memory.method}}
+    if memory.growth_mb is not None:
+        out["provenance"].update(rss_start_mb=round(memory.start_mb, 1),
+                                 peak_growth_mb=round(memory.growth_mb, 1))
     cuda_peak = _cuda_peak_mb()
     if cuda_peak is not None:
         out["provenance"]["cuda_peak_mem_mb"] = cuda_peak

@@ -622,6 +622,11 @@ megabytes = [300, 0]
     with PeakMemory() as n:
         pass
     assert m.peak_mb - n.peak_mb > 80 and m.method in ("vmhwm", "psutil", "maxrss")
+    if m.method != "maxrss":  # what the block itself added, independent of what came before
+        assert 90 < m.growth_mb < 130 and n.growth_mb < 10
+        prov = {k: json.loads(r["provenance"]) for k, r in got.items()}
+        assert prov[300]["peak_growth_mb"] > 280 and prov[0]["peak_growth_mb"] < 50
+        assert prov[300]["rss_start_mb"] > 50
 
 
 def test_progress_bar_reports_failures(tmp_path, capsys):
