@@ -9,11 +9,9 @@ The public surface::
     result = sb.evaluate(model, task, test)
 
 ``sb.model_registry`` and ``sb.task_registry`` list and register models and tasks in this
-process (``names()``, ``get(name)``, ``register(name, cls)``); ``sb.models`` and
-``sb.tasks`` are the subpackages of the built-ins.
+process (``names()``, ``get(name)``, ``register(name, cls)``). The built-in classes live
+in the subpackages ``seqbench.models`` and ``seqbench.tasks`` (``import seqbench.models``).
 """
-
-from __future__ import annotations
 
 from .data import SeqData, TaskSpec
 from .errors import IncompatibleError, SeqbenchError
