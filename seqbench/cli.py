@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run every job of a suite (tasks x models x seeds) not yet in "
                        "the store, then print the results table. Finished jobs are skipped on a "
                        "rerun. Exit status: 0 when every job ran to a result (ok, skipped, "
-                       "timeout or diverged), 1 when a job failed (raised an error, or its "
-                       "worker died), 2 for bad input (nothing run), 130 on Ctrl-C or SIGTERM "
-                       "(finished jobs kept).")
+                       "timeout or diverged), 1 when a job of the suite is stored as failed "
+                       "(raised an error, or its worker died; in this run or an earlier one), "
+                       "2 for bad input (nothing run), 130 on Ctrl-C or SIGTERM, 141 when the "
+                       "output pipe closed (finished jobs kept).")
     r.add_argument("suite", help="suite TOML file, e.g. tasks/smoke.toml")
     r.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     r.add_argument("--executor", default="local",
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list models or tasks with their parameters",
                         description="List registered models or tasks (built-ins and plugins) "
                         "with their parameters and defaults.")
-    ls.add_argument("what", choices=("models", "tasks"))
+    ls.add_argument("what", choices=("models", "tasks"), metavar="{models,tasks}")
     ls.set_defaults(func=_cmd_list)
 
     res = sub.add_parser("results", help="print the results table from a store",
