@@ -74,7 +74,9 @@ def _save(fig, out_dir: Path, name: str, title: str) -> dict:
     return {"name": name, "title": title, "png": png, "svg": svg}
 
 
-def _colors(models: list[str]) -> dict[str, tuple]:
+def model_colors(models: list[str]) -> dict[str, tuple]:
+    """One colour per model, by its place in ``models`` (pass the suite's model order to
+    every figure of a report, so that a model keeps its colour across figures)."""
     plt = _pyplot()
     cmap = plt.get_cmap("tab10")
     return {m: cmap(i % 10) for i, m in enumerate(models)}
@@ -103,7 +105,8 @@ def _band(values: pd.Series) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) -> list[dict]:
+def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path,
+                    colors: dict[str, tuple] | None = None) -> list[dict]:
     """One figure per lag-swept family (``pts`` from :func:`seqbench.report.lag_points`):
     left the raw metric with chance and oracle (or perfect score) per lag as dashed
     lines, right the normalised score with 0 (chance), 1 (oracle) and the 0.5 threshold;
@@ -112,8 +115,7 @@ def plot_lag_curves(pts: pd.DataFrame, horizons: pd.DataFrame, out_dir: Path) ->
     files = []
     if pts.empty:
         return files
-    models = list(dict.fromkeys(pts["model_name"]))
-    colors = _colors(models)
+    colors = colors or model_colors(list(dict.fromkeys(pts["model_name"])))
     names = slugs(pts["family"])
     for family, fam in pts.groupby("family", sort=False):
         fig, (ax_raw, ax_norm) = plt.subplots(1, 2, figsize=(11, 4))
@@ -174,7 +176,8 @@ def _curve_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "model_name", "seed", "step", "key", "value"])
 
 
-def plot_learning_curves(df: pd.DataFrame, out_dir: Path) -> list[dict]:
+def plot_learning_curves(df: pd.DataFrame, out_dir: Path,
+                         colors: dict[str, tuple] | None = None) -> list[dict]:
     """One figure per task setting: for each model, its validation loss (or, for models
     trained by EM, the validation log-likelihood per step; the training value where no
     validation value was recorded) against training steps, one thin line per seed."""
@@ -184,7 +187,7 @@ def plot_learning_curves(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     files = []
     if curves.empty:
         return files
-    colors = _colors(list(dict.fromkeys(curves["model_name"])))
+    colors = colors or model_colors(list(dict.fromkeys(curves["model_name"])))
     names = slugs(curves["setting"])
     for setting, sub in curves.groupby("setting", sort=False):
         # the metric each model shows: validation if it has one, else training
@@ -229,7 +232,8 @@ def _geo_mean(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     return np.exp(mean), arr
 
 
-def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
+def plot_decay(df: pd.DataFrame, out_dir: Path,
+               colors: dict[str, tuple] | None = None) -> list[dict]:
     """One figure per task setting with stored diagnostics: up to three panels, each a
     log-scale plot against k with the geometric mean over seeds.
 
@@ -244,7 +248,7 @@ def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
     files = []
     if df.empty:
         return files
-    colors = _colors(list(dict.fromkeys(df["model_name"])))
+    colors = colors or model_colors(list(dict.fromkeys(df["model_name"])))
     panels = (("grad_decay", "recurrent: ||∂h_T / ∂h_(T-k)||", "Jacobian norm"),
               ("state_decay", "linear-Gaussian: ||A^k||", "spectral norm of A^k"),
               ("state_forgetting", "HMM: TV(P^k rows, stationary)", "total variation"))
@@ -255,7 +259,8 @@ def plot_decay(df: pd.DataFrame, out_dir: Path) -> list[dict]:
                           for d in sub["diagnostics"])]
         if not present:
             continue
-        fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(present), figsize=(5 * len(present), 3.8), squeeze=False,
+                                 layout="constrained")  # no label over a neighbour's ticks
         for ax, (key, title, ylabel) in zip(axes[0], present):
             for model, m in sub.groupby("model_name", sort=False):
                 diags = [d[key] for d in m["diagnostics"]

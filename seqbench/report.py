@@ -1351,10 +1351,12 @@ def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | 
     figures: list[dict] = []
     if plots:
         fig_dir = out / "figures"
-        figures += plotting.plot_lag_curves(rep["points"], rep["horizons"], fig_dir)
+        # one colour per model across every figure, in the suite's model order
+        colors = plotting.model_colors(in_order(setting_names(df), "model_name", "model_order"))
+        figures += plotting.plot_lag_curves(rep["points"], rep["horizons"], fig_dir, colors)
         figures += plotting.plot_cd_diagram(rep["friedman"], fig_dir)
-        figures += plotting.plot_learning_curves(df, fig_dir)
-        figures += plotting.plot_decay(df, fig_dir)
+        figures += plotting.plot_learning_curves(df, fig_dir, colors)
+        figures += plotting.plot_decay(df, fig_dir, colors)
         for f in figures:
             files += [f["png"], f["svg"]]
     if "html" in formats:

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 
 import numpy as np
@@ -600,3 +601,32 @@ def test_a_seed_that_failed_at_one_lag_is_named_beside_the_horizon(tmp_path):
     assert hz.loc["beta", "missing"] == "lag 5: 1 of 3 seeds failed"
     assert hz.loc["beta", "display"].endswith("lag 5: 1 of 3 seeds failed)")
     assert hz.loc["alpha", "missing"] == "" and hz.loc["gamma", "missing"] == ""
+
+
+def test_a_model_keeps_its_colour_across_the_figures_of_a_report(store_path, tmp_path,
+                                                                  monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    from seqbench import plots
+
+    seen: dict[str, set[str]] = {}
+    save = plots._save
+
+    def recording(fig, out_dir, name, title):
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                model = line.get_label().split(" ")[0]
+                if model in NORM:
+                    seen.setdefault(model, set()).add(to_hex(line.get_color()))
+        return save(fig, out_dir, name, title)
+
+    monkeypatch.setattr(plots, "_save", recording)
+    con = sqlite3.connect(store_path)  # alpha records no learning curve: a figure without it
+    with con:
+        con.execute("UPDATE runs SET curve = NULL WHERE model = 'alpha'")
+    con.close()
+    assert main(["report", "--store", str(store_path), "--out", str(tmp_path / "r")]) == 0
+    assert set(seen) == set(NORM)
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert len({next(iter(c)) for c in seen.values()}) == len(NORM)
