@@ -31,10 +31,13 @@ long (:func:`eval_rows`: the gate pre-activations of every step of a slice stay 
 ``EVAL_BYTES``), and prediction fills one output array.
 
 Precision: ``precision="bf16"`` runs the training and validation forward passes under
-``torch.autocast(bfloat16)``; the loss is computed in float32. The input projection and
-the head run in bfloat16; the recurrent core too where autocast runs the fused RNN in
-bfloat16 (the CPU), else in float32: torch's autocast has run the cuDNN RNN in float16
-whatever dtype it was asked for (probed once per device by
+``torch.autocast(bfloat16)``; the weights stay float32 and the loss is computed in
+float32. The linear input projection (real inputs) and the head run in bfloat16; a token
+embedding is a lookup that autocast leaves in float32. The recurrent core runs in
+bfloat16 where autocast runs the fused RNN in bfloat16 (the CPU: the LSTM and plain RNN
+cores, and a GRU core when its input comes in bfloat16, from the linear projection; after
+an embedding the GRU runs in float32), else in float32: torch's autocast has run the
+cuDNN RNN in float16 whatever dtype it was asked for (probed once per device by
 :func:`seqbench.models.torchnet.autocast_rnn_dtype`). Prediction runs in float32.
 
 With ``tbptt=U`` the gradient is truncated to U steps: the sequence is processed
@@ -334,7 +337,73 @@ class RecurrentModel(SeqModel):
     every scored position, trained as the module docstring describes. Subclasses fix
     ``cell`` (and ``nonlinearity``) and may re-initialise weights in
     :meth:`_init_weights`. Fitted state: ``net_``, ``curve_``, ``best_step_`` (the step
-    whose weights were kept), ``n_steps_``, ``device_`` and ``grad_decay_init_``."""
+    whose weights were kept), ``n_steps_``, ``device_`` and ``grad_decay_init_``.
+
+    Parameters
+    ----------
+    Each value is checked at fit (:meth:`_check_params`), and when the model is built by
+    name (:func:`~seqbench.registry.make_model`). Defaults in brackets; the subclasses
+    take the same parameters (:class:`RNNModel` and :class:`IRNNModel` with another
+    default ``lr``), and some take one more of their own.
+
+    hidden_size : [64] H, the units of each recurrent layer (the size of h_t, and of the
+        LSTM's cell state C_t); the head reads the last layer's h_t. An int >= 1.
+    num_layers : [1] recurrent layers stacked in the core (torch's ``num_layers``): each
+        layer after the first reads the h_t of the layer below. An int >= 1.
+    embed_size : [None] E, the width of the input layer's output, which the core reads:
+        the embedding size for token inputs (``nn.Embedding(input_size, E)``), the
+        output size of the linear projection for real inputs (``nn.Linear(D, E)``).
+        ``None`` means E = ``hidden_size``; else an int >= 1.
+    optimizer : ["adam"] ``"adam"`` (``torch.optim.Adam``, torch's default betas and eps)
+        or ``"sgd"`` (``torch.optim.SGD``, no momentum).
+    lr : [0.01] the learning rate, constant throughout training (no schedule); a float
+        > 0. :class:`RNNModel` defaults to 0.003, :class:`IRNNModel` to 0.001.
+    weight_decay : [0.0] the optimiser's ``weight_decay``: torch adds ``weight_decay * w``
+        to the gradient of every parameter (the input layer, the core, the head, biases
+        included); for Adam too, so it is an L2 penalty, not AdamW's decoupled decay. A
+        float >= 0.
+    batch_size : [64] sequences per optimiser step: B = ``min(batch_size, N)`` for N
+        training sequences. Each epoch draws a new permutation of the training sequences
+        and cuts it into ``N // B`` full batches; the rest of the permutation (fewer than
+        B sequences) goes unused in that epoch. An int >= 1.
+    max_steps : [1000] the budget of optimiser steps, one per batch (with ``tbptt`` too).
+        An int >= 1.
+    max_epochs : [None] if set, the budget is at most ``max_epochs`` epochs, that is
+        ``max_epochs * (N // B)`` steps, when that is fewer than ``max_steps``. None or
+        an int >= 1.
+    eval_every : [50] optimiser steps between evaluations. At every ``eval_every``-th
+        step, and at the last step of the budget, a point is appended to ``curve_``:
+        ``step``, ``train_loss`` (the mean of the batch losses since the previous
+        evaluation) and, when fit is given a validation split, ``valid_loss`` (the mean
+        loss over every scored position of that split). The point's score, the
+        validation loss (else that training loss), decides which weights are kept and
+        counts towards ``patience``; a NaN or infinite loss raises
+        :class:`~seqbench.errors.DivergedError` there. An int >= 1.
+    patience : [10] training stops once ``patience`` evaluations in a row have not
+        lowered the best score by more than 1e-6, that is after ``patience * eval_every``
+        steps without improvement; a counter of evaluations, not of steps or epochs.
+        Whether it stops early or not, the weights of the best evaluation are restored
+        at the end (``best_step_``). An int >= 1.
+    clip_norm : [1.0] before each optimiser step the gradients of all parameters are
+        scaled so that their global L2 norm is at most ``clip_norm``
+        (``torch.nn.utils.clip_grad_norm_``). None: no clipping; else a float > 0.
+    tbptt : [None] U, truncated backpropagation through time: the sequences are processed
+        in chunks of U steps with the state detached between chunks (module docstring).
+        None, or U at least the data's T, is full BPTT; else an int >= 1.
+    precision : ["fp32"] ``"fp32"``, or ``"bf16"``: the training and validation forward
+        passes run under ``torch.autocast(bfloat16)`` with float32 weights and a float32
+        loss (which layers then run in bfloat16: module docstring); prediction and the
+        gradient-decay diagnostic run in float32 either way.
+    device : ["auto"] ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:i"``, resolved at fit
+        (:func:`resolve_device`): ``"auto"`` is ``"cuda"``, torch's current CUDA device,
+        when torch sees one, else the CPU; a CUDA device asked for on a machine without
+        one is an error at fit. ``device_`` records the device used.
+    random_state : [None] the seed: None (taken as 0, so unseeded runs repeat too), an
+        int in ``[0, 2**32)`` or a numpy ``RandomState`` (an int drawn from it each time
+        a seed is taken). The seed initialises the weights (``torch.manual_seed`` inside
+        ``torch.random.fork_rng``, so the global random state is left as it was) and the
+        torch generator that draws each epoch's permutation.
+    """
 
     _tags = {"uses_torch": True, "device_aware": True, "seeded": True}
     cell = "lstm"
@@ -751,6 +820,14 @@ class LSTMModel(RecurrentModel):
     al. 2015; torch's two forget biases, ``b_if`` set and ``b_hf`` zeroed, sum to it), so
     the cell keeps its contents at initialisation. For the gradient-decay diagnostic
     the state is the pair (h_t, C_t) as one vector.
+
+    Parameters
+    ----------
+    Those of :class:`RecurrentModel`, with the same defaults (``lr=0.01``), and:
+
+    forget_bias : [1.0] the forget-gate bias at initialisation, a finite number: in
+        every layer ``b_if`` is set to it and ``b_hf`` zeroed (so ``forget_bias=0``
+        zeroes both, unlike torch's default).
     """
 
     cell = "lstm"
@@ -787,6 +864,14 @@ class GRUModel(RecurrentModel):
     zeroed, sum to it), so that at initialisation z_t leans towards keeping h_{t-1} — the
     GRU's analogue of the LSTM's forget-gate bias (``update_bias=0`` leaves the torch
     default). For the gradient-decay diagnostic the state is h_t.
+
+    Parameters
+    ----------
+    Those of :class:`RecurrentModel`, with the same defaults (``lr=0.01``), and:
+
+    update_bias : [1.0] the update-gate (z) bias at initialisation, a finite number:
+        unless it is 0, in every layer ``b_iz`` is set to it and ``b_hz`` zeroed; 0
+        leaves both at torch's default (uniform in ±1/sqrt(H)).
     """
 
     cell = "gru"
@@ -824,6 +909,11 @@ class RNNModel(RecurrentModel):
     at 0.01 the tanh RNN often stalls near chance on Jane recall at lag 4 (default
     splits of seeds 0-2, hidden size 64, 300 steps: accuracy 0.10, 0.69 and 0.13), while
     at 0.003 all three seeds reach 1.0 within 600 steps.
+
+    Parameters
+    ----------
+    Those of :class:`RecurrentModel`, with the same defaults except ``lr=0.003`` (above);
+    no others.
     """
 
     cell = "rnn"
@@ -863,6 +953,15 @@ class IRNNModel(RecurrentModel):
     off, seeds 0 and 1 for the splits and the model): at ``lr=0.01`` one seed's
     validation loss climbs back from 5e-9 to 0.10 late in training (the best checkpoint,
     at step 800, is the one kept), at ``lr=0.001`` both converge smoothly to below 1e-7.
+
+    Parameters
+    ----------
+    Those of :class:`RecurrentModel`, with the same defaults except ``lr=0.001`` (above),
+    and:
+
+    input_std : [0.001] the standard deviation of the normal initialisation of every
+        layer's input weights ``W_ih`` (with ``num_layers > 1``, also the weights from
+        the layer below), a finite number >= 0 (0 makes them zero).
     """
 
     cell = "rnn"

@@ -49,9 +49,18 @@ class AddingProblem(Task):
     predictor's best constant is E[y] = 1, whose MSE is Var(y) = 2 * (1/12) = 1/6
     (about 0.167, the baseline both papers plot); a perfect model scores 0.
 
-    ``meta``: ``lag`` = T - 1 - p1, the steps the first value must be held before
-    the answer; ``gap`` = p2 - p1; ``p1``, ``p2``; ``lag_bin``, the lower edge of one
-    of four equal-width bins over the possible lags ``[T - T // 2, T - 1]``.
+    Meta columns
+    ------------
+    One row per sequence, all ints:
+
+    lag : ``T - 1 - p1``, the steps the first marked value must be held before the
+        answer at step ``T - 1``; in ``[T - T // 2, T - 1]``.
+    gap : ``p2 - p1``, the steps between the two marked steps.
+    p1, p2 : the two marked steps (0-based), in ``[0, T // 2)`` and ``[T // 2, T)``.
+    lag_bin : the lower edge of ``lag``'s bin among four equal-width bins over the
+        possible lags ``[T - T // 2, T - 1]`` (width ``ceil(n / 4)`` for the n possible
+        lags, so the last bin may be narrower: 50, 63, 76, 89 for T = 100); the column
+        ``score`` slices by.
     """
 
     name = "adding"
@@ -128,9 +137,18 @@ class AddingHS97(Task):
     probability ``(1 - q) * (a - a^2 / 4) + q * a`` for ``a = 0.16`` (``|S| < 0.16``;
     S's density is triangular on [-2, 2] when both values are free).
 
-    ``meta``: ``length`` (of that sequence), ``p1``, ``p2``, ``lag`` = length - 1 -
-    p1 (the steps the first value is held), and ``lag_bin`` (four equal-width bins
-    over the possible lags ``[T - 10, T + T // 10 - 1]``).
+    Meta columns
+    ------------
+    One row per sequence, all ints:
+
+    length : that sequence's length L in steps, uniform in ``[T, T + T // 10]``.
+    p1, p2 : the two marked steps (0-based): p1 in ``[0, 10)``, p2 in ``[0, T // 2)``
+        and other than p1 (so p2 may come before p1).
+    lag : ``L - 1 - p1``, the steps the value at p1 is held before the answer at step
+        ``L - 1``; in ``[T - 10, T + T // 10 - 1]``.
+    lag_bin : the lower edge of ``lag``'s bin among four equal-width bins over those
+        possible lags (width ``ceil(n / 4)`` for the n possible lags, the last bin
+        possibly narrower: 90, 95, 100, 105 for T = 100); the column ``score`` slices by.
     """
 
     name = "adding-hs97"

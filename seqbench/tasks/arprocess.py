@@ -53,6 +53,11 @@ class ARProcess(Task):
     noise_std : standard deviation of the innovations, in ``[1e-3, 1e6]``.
     length : steps per sequence (forecasts per sequence, scored from step p - 1 on),
         from p to 10**6.
+
+    Meta columns
+    ------------
+    None: ``meta`` has one row per sequence and no columns, so ``score`` reports no
+    slices for this task.
     """
 
     name = "ar-process"

@@ -57,6 +57,17 @@ class AssociativeRecall(Task):
     n_values : size of the value vocabulary (2 to 10**6); chance accuracy is
         ``1 / n_values``.
     n_filler : size of the filler vocabulary (1 to 10**6).
+
+    Meta columns
+    ------------
+    One row per sequence, all ints:
+
+    lag : the filler tokens between the context and the first query in that sequence:
+        ``lag``, or its own draw from ``[lag, lag_max]``; the column ``score`` slices by.
+    query_lag_min, query_lag_max : the smallest and the largest, over that sequence's
+        queries, of the steps from the queried key in the context to the query (the
+        query's step minus the key's step), in ``[lag + 2, 2 n_pairs + lag + n_queries - 1]``
+        with that sequence's lag.
     """
 
     name = "associative-recall"

@@ -57,6 +57,14 @@ class DishonestCasino(Task):
     oracle_decoder : ``"viterbi"`` (the whole sequence; the issue's oracle) or
         ``"filter"`` (the causal ceiling) decides which decoder ``spec().oracle``
         and :meth:`oracle_predict` use. It does not change the data.
+
+    Meta columns
+    ------------
+    One row per sequence:
+
+    loaded_fraction : the fraction of that sequence's ``length`` rolls made with the
+        loaded die (hidden state 1), a float in ``[0, 1]``. Not a slice: ``score`` reports
+        no slices for this task.
     """
 
     name = "casino"

@@ -59,6 +59,14 @@ class CopyMemory(Task):
     n_symbols : alphabet size of the symbols to copy (8 in the paper), 2 to 10**6.
     n_copy : how many symbols to copy (10 in the paper), 1 to 10**6.
     scored : ``"output"`` (the output positions) or ``"all"`` (every position).
+
+    Meta columns
+    ------------
+    One row per sequence:
+
+    lag : ``blanks + n_copy`` (int), the same for every sequence: the steps between
+        reading a symbol (step k, 0-based) and emitting it (step ``blanks + n_copy + k``);
+        the column ``score`` slices by (one slice).
     """
 
     name = "copy-memory"

@@ -62,7 +62,30 @@ def load_pool() -> tuple[np.ndarray, np.ndarray]:
 
 
 class SequentialDigits(Task):
-    """Classify an 8x8 digit read pixel by pixel in row order (64 steps, many-to-one)."""
+    """Classify an 8x8 digit read pixel by pixel in row order (64 steps, many-to-one).
+
+    Data: scikit-learn's bundled 8x8 handwritten digits (``sklearn.datasets.load_digits``:
+    1797 images, pixel values 0..16), loaded once per process; nothing is downloaded.
+    Each image becomes one sequence of 64 steps with one real input: its pixels row by
+    row, left to right, each divided by 16, so ``X`` is ``(N, 64, 1)`` with values in
+    ``[0, 1]``.
+
+    Target: the digit, 10 classes ``0``..``9``, scored at the last step (63) only; ``Y``
+    is 0 and unscored elsewhere. The primary metric is accuracy (a perfect model scores
+    1). Chance: the pool's most frequent digit, 3, on 183 of the 1797 images, accuracy
+    ``183 / 1797 = 0.1018`` (computed from the data). No oracle is known.
+
+    Parameters: none. The images are a fixed pool dealt into disjoint splits (test first,
+    then validation, then training; see the module docstring); the default sizes
+    1097 / 200 / 500 use the whole pool.
+
+    Meta columns
+    ------------
+    One row per sequence, ints:
+
+    image : the image's index in ``load_digits()`` (0 to 1796).
+    digit : its digit, the target (0 to 9); the column ``score`` slices by.
+    """
 
     name = "digits"
     version = 1
@@ -143,6 +166,17 @@ class PermutedDigits(SequentialDigits):
     ----------
     permutation_seed : seed of the pixel order,
         ``np.random.default_rng(permutation_seed).permutation(64)``.
+
+    Step t shows pixel ``perm[t]`` (pixels numbered row by row), the same order for every
+    image and every split. Everything else (the data, target, chance, splits and meta)
+    is as in :class:`SequentialDigits`.
+
+    Meta columns
+    ------------
+    One row per sequence, ints:
+
+    image : the image's index in ``load_digits()`` (0 to 1796).
+    digit : its digit, the target (0 to 9); the column ``score`` slices by.
     """
 
     name = "digits-permuted"

@@ -42,6 +42,13 @@ class CueGeneration(Task):
     n_cues : number of cues, and of symbols (2 to 64); chance accuracy is ``1/n_cues``.
     length : steps per sequence: the cue and ``length - 1`` outputs (2 to 10**6).
     table_seed : seed of the fixed cue -> sequence table.
+
+    Meta columns
+    ------------
+    One row per sequence:
+
+    cue : the cue k drawn for that sequence (int, 0-based, in ``[0, n_cues)``; its input
+        token at step 0 is ``k + 1``); the column ``score`` slices by.
     """
 
     name = "cue-generation"

@@ -78,6 +78,21 @@ class JaneRecall(Task):
         the people who walked in).
     n_people : how many people walk in (2 to ``n_names``); the subject greets the
         one who walked in right after them (the last greets the first).
+
+    Meta columns
+    ------------
+    One row per example:
+
+    lag : the filler tokens between the last introduction and the query in that
+        example (int): ``lag``, or its own draw from ``[lag, lag_max]``; the column
+        ``score`` slices by.
+    distractors : the distractor sentences placed in that example's gap (int).
+    first, second : the names of the first and second person to walk in (P1, P2).
+    subject : the name S asked about in the query ``S said hi to`` (always ``first``
+        with ``query="first"``).
+    answer : the target, the name of the person who walked in right after S
+        (cyclically: ``second`` when S is P1, P1 when S is the last to walk in).
+    people : only with ``n_people > 2``: every name in order of entry, space-separated.
     """
 
     name = "jane-recall"

@@ -56,6 +56,19 @@ class Latch(Task):
     info_noise : add the noise to the informative elements too (task 3b).
     noise_var : variance of the Gaussian noise (0.2 in the paper), a finite number in
         ``(0, 1e6]``.
+
+    Meta columns
+    ------------
+    One row per sequence, all ints:
+
+    length : that sequence's length L in steps, uniform in ``[T, T + T // 10]``.
+    lag : ``L - n_info``, the steps from the last informative element (step
+        ``n_info - 1``, 0-based) to the answer at the last element (step ``L - 1``); in
+        ``[T - n_info, T + T // 10 - n_info]``.
+    lag_bin : the lower edge of ``lag``'s bin among four equal-width bins over those
+        possible lags (width ``ceil(n / 4)`` for the n possible lags, the last bin
+        possibly narrower: 99, 102, 105, 108 at the defaults); the column ``score``
+        slices by.
     """
 
     name = "latch"

@@ -102,6 +102,17 @@ class EmbeddedReber(Task):
     ----------
     lag : None (the grammar's own lengths) or the length of the inner string (>= 5).
     lag_max : with ``lag``, inner lengths are uniform in ``[lag, lag_max]``.
+
+    Meta columns
+    ------------
+    One row per string (``B a R a E``, R the inner Reber string):
+
+    lag : ``len(R)`` (int, at least 5), the steps between reading the second symbol a
+        (step 1, 0-based) and predicting it again (step ``len(R) + 1``).
+    lag_bin : ``lag`` in doubling bins from 5, as the bin's lower edge
+        ``5 * 2**floor(log2(lag / 5))`` (int): 5 for lags 5-9, 10 for 10-19, 20 for
+        20-39, ...; the column ``score`` slices by.
+    string : the embedded string as letters, ``lag + 4`` of them (``"BPBPVVEPE"``, say).
     """
 
     name = "reber"

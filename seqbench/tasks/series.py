@@ -71,6 +71,19 @@ class SeriesForecast(Task):
     train_frac, valid_frac : fractions of the years in the training and validation
         regions; the test region is the rest.
     standardise : scale by the training region's mean and standard deviation.
+
+    Meta columns
+    ------------
+    One row per sequence, ints, calendar years (neither is a slice: ``score`` reports
+    no slices for these tasks):
+
+    first_year : the year of the sequence's first input value. Every split starts at
+        the series' first year (1871 for the Nile, 1700 for sunspots); a window drawn by
+        :meth:`sample` starts at its own year.
+    last_input_year : the year of the sequence's last input value ``X[-1]``, whose
+        target is the next year's value: 1939 / 1954 / 1969 for the Nile's train / valid
+        / test splits at the defaults, 1914 / 1961 / 2007 for sunspots. Only the splits
+        carry it; :meth:`sample`'s windows have ``first_year`` alone.
     """
 
     series: ClassVar[str] = ""

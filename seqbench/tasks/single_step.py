@@ -39,6 +39,14 @@ class SingleStep(Task):
     n_classes : number of classes (2 to n_tokens).
     noise : probability that a label is replaced by another class, in [0, 1 - 1/n_classes).
     table_seed : seed of the fixed token -> class map.
+
+    Meta columns
+    ------------
+    One row per example (neither is a slice: ``score`` reports no slices for this task):
+
+    token : the example's input token x (int), in ``[0, n_tokens)``.
+    flipped : whether its label was replaced by another class (bool; True with
+        probability ``noise``); where True the label is not ``f(x)``.
     """
 
     name = "single-step"

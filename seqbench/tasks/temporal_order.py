@@ -65,6 +65,25 @@ class TemporalOrder(Task):
     length : T (20 to 10**6); lengths are uniform in ``[T, T + T // 10]`` and positions
         scale with T.
     relevant : 2 (experiment 6a, 4 classes) or 3 (6b, 8 classes).
+
+    Meta columns
+    ------------
+    One row per sequence:
+
+    length : that sequence's length L in steps (int), uniform in ``[T, T + T // 10]``.
+    t1, t2 (and t3 with ``relevant=3``) : the positions of the relevant X/Y symbols
+        (ints), 1-based as in the paper (the symbol at ``t`` is ``X[t - 1]``), each drawn
+        uniformly from its range in :meth:`position_ranges`.
+    pattern : the relevant symbols in order, as a string (``"XY"``, ``"YXX"``, ...);
+        read as a binary number with X = 0, Y = 1, first symbol most significant, it is
+        the class.
+    lag : ``L - t1`` (int), the steps from the first relevant symbol to the last element,
+        where the class is read.
+    lag_bin : the lower edge of ``lag``'s bin among four equal-width bins (width
+        ``ceil(n / 4)`` for the n possible lags, the last bin possibly narrower) over the
+        possible lags ``[T - b1, T + T // 10 - a1]``, with ``[a1, b1]`` the range of t1:
+        lags 80 to 100 and bins 80, 86, 92, 98 for T = 100; the column ``score`` slices
+        by.
     """
 
     name = "temporal-order"

@@ -57,6 +57,11 @@ class ConstantVelocityTrack(Task):
     Within these bounds every variance stays below about 1e54 (the acceleration's share
     of ``Var(p_t)`` grows as ``accel_std^2 dt^4 t^3``), so the data, chance and oracle
     are finite.
+
+    Meta columns
+    ------------
+    None: ``meta`` has one row per sequence and no columns, so ``score`` reports no
+    slices for this task.
     """
 
     name = "cv-track"
