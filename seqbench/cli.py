@@ -21,8 +21,9 @@ from .store import DEFAULT_STORE
 
 
 def _cmd_run(args) -> int:
+    from .executors import check_cuda_jobs
     from .report import render_table, summary_table
-    from .runner import make_executor, run_suite
+    from .runner import make_executor, run_suite, select_jobs
     from .store import Store, check_store_path
     from .suite import check_timeout, load_suite
 
@@ -38,6 +39,15 @@ def _cmd_run(args) -> int:
         raise SeqbenchError(f"--stack: expected an int >= 1, got {args.stack}")
     check_store_path(args.store)
     executor.check()                     # reach a remote scheduler before creating the store
+    if getattr(executor, "local_devices", True):  # the jobs to run need devices seen here
+        jobs = suite.jobs()
+        if args.timeout is not None:
+            jobs = [{**job, "timeout": args.timeout} for job in jobs]
+        if Path(args.store).is_file():
+            with Store(args.store, create=False) as stored:
+                jobs, _ = select_jobs(jobs, stored, force=args.force,
+                                      retry_failed=args.retry_failed)
+        check_cuda_jobs(jobs)
     progress = "bar" if sys.stdout.isatty() else "lines"
     with Store(args.store) as store:
         summary = run_suite(suite, store, executor, force=args.force,

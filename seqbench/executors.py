@@ -86,6 +86,32 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def check_cuda_jobs(jobs: list[dict[str, Any]]) -> None:
+    """Refuse, in one line, jobs of torch models that ask for a CUDA device (``"cuda"``,
+    ``"cuda:i"``; not ``"auto"``) this machine's torch does not see: run here, each would
+    only fail."""
+    asked: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        for member in job.get("stack", [job]):
+            device = member["model_params"].get("device")
+            if isinstance(device, str) and device.startswith("cuda"):
+                tags = registry.models.get(member["model"]).tags()
+                if tags["uses_torch"] and tags["device_aware"]:
+                    asked.setdefault(device, member)
+    if not asked:
+        return
+    n = cuda_device_count()
+    for device, job in asked.items():
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            have = ("no CUDA device" if n == 0
+                    else f"{n} CUDA device{'s' * (n > 1)} (cuda:0..cuda:{n - 1})")
+            raise SeqbenchError(
+                f"model {job['model_label']!r} asks for device {device!r}, but torch sees "
+                f"{have} on this machine; use device = \"auto\" (a GPU where there is one, "
+                "else the CPU) or \"cpu\", or a Dask cluster with GPU workers")
+
+
 def wants_gpu(job: dict[str, Any]) -> bool:
     """Whether ``job`` should run on a GPU when there is one: its model uses torch, honours
     ``device`` and the job leaves the device to seqbench ("auto") or asks for CUDA."""
@@ -496,6 +522,7 @@ class DaskExecutor:
         self.n_workers = n_workers
         self.threads = threads
         self.name = address if address else f"dask-local:{n_workers or os.cpu_count()}"
+        self.local_devices = address is None  # jobs run on this machine's devices
         self.running = 0
         self.client = None
         self.cluster = None

@@ -19,6 +19,7 @@ import runner_plugins
 
 from seqbench import registry
 from seqbench.cli import main
+from seqbench.errors import SeqbenchError
 from seqbench.executors import DaskExecutor, LocalExecutor, Queues, Slot, plan_slots
 from seqbench.runner import InlineExecutor, PeakMemory, make_executor, run_suite
 from seqbench.store import STATUSES, Store
@@ -706,3 +707,29 @@ def test_an_error_without_a_message_still_says_what_happened():
     assert boom(MemoryError()) == "MemoryError: out of memory"
     assert boom(RuntimeError()) == "RuntimeError: (no message)"
     assert boom(ValueError("bad p")) == "ValueError: bad p"
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path, capsys,
+                                                                         monkeypatch):
+    """Run here, each such job would only fail: one line, exit 2, no store; "auto" runs
+    on the CPU. A machine with one GPU refuses cuda:1 but not cuda:0."""
+    from seqbench import executors
+
+    store = tmp_path / "s.sqlite"
+    text = TINY.replace('device = "cpu"', 'device = "cuda"')
+    monkeypatch.setattr(executors, "cuda_device_count", lambda: 0)
+    for executor in ("inline", "local", "dask-local:1"):
+        assert main(["run", str(write(tmp_path, text)), "--store", str(store),
+                     "--executor", executor]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == ("seqbench: error: model 'lstm' asks for device 'cuda', but torch sees "
+                       "no CUDA device on this machine; use device = \"auto\" (a GPU where "
+                       "there is one, else the CPU) or \"cpu\", or a Dask cluster with GPU "
+                       "workers"), err
+        assert not store.exists()
+    monkeypatch.setattr(executors, "cuda_device_count", lambda: 1)
+    with pytest.raises(SeqbenchError, match=r"device 'cuda:1', but torch sees 1 CUDA device "
+                                            r"\(cuda:0\.\.cuda:0\)"):
+        executors.check_cuda_jobs(parse_suite(TINY.replace('device = "cpu"',
+                                                           'device = "cuda:1"'), "t").jobs())
+    executors.check_cuda_jobs(parse_suite(text, "t").jobs())  # cuda:0 exists there
