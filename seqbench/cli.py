@@ -43,11 +43,15 @@ def _cmd_run(args) -> int:
         jobs = suite.jobs()
         if args.timeout is not None:
             jobs = [{**job, "timeout": args.timeout} for job in jobs]
-        if Path(args.store).is_file():
-            with Store(args.store, create=False) as stored:
+        try:
+            check_cuda_jobs(jobs)
+        except SeqbenchError:
+            if not Path(args.store).is_file():
+                raise
+            with Store(args.store, create=False) as stored:  # only those not run yet count
                 jobs, _ = select_jobs(jobs, stored, force=args.force,
                                       retry_failed=args.retry_failed)
-        check_cuda_jobs(jobs)
+            check_cuda_jobs(jobs)
     progress = "bar" if sys.stdout.isatty() else "lines"
     with Store(args.store) as store:
         summary = run_suite(suite, store, executor, force=args.force,

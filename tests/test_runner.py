@@ -733,3 +733,22 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_anything_runs(tmp_pa
         executors.check_cuda_jobs(parse_suite(TINY.replace('device = "cpu"',
                                                            'device = "cuda:1"'), "t").jobs())
     executors.check_cuda_jobs(parse_suite(text, "t").jobs())  # cuda:0 exists there
+
+
+def test_cuda_jobs_already_in_the_store_do_not_block_a_rerun(tmp_path, capsys, monkeypatch):
+    from seqbench import executors
+    from seqbench.runner import stopped_record
+
+    store = tmp_path / "s.sqlite"
+    text = TINY.replace('device = "cpu"', 'device = "cuda"')
+    monkeypatch.setattr(executors, "cuda_device_count", lambda: 0)
+    suite = parse_suite(text, "t.toml")
+    with Store(store) as s:  # every job stored (as a GPU machine left it: failed here)
+        for job in suite.jobs():
+            s.write(stopped_record(job, "failed", "boom", "2026-01-01", 1.0))
+    assert main(["run", str(write(tmp_path, text)), "--store", str(store), "-q"]) == 1
+    got = capsys.readouterr()
+    assert got.err == "" and "ran 0 job(s), 4 already done" in got.out
+    assert main(["run", str(write(tmp_path, text)), "--store", str(store), "-q",
+                 "--retry-failed"]) == 2  # now they would run here
+    assert "asks for device 'cuda'" in capsys.readouterr().err
