@@ -23,7 +23,7 @@ from .store import DEFAULT_STORE
 def _cmd_run(args) -> int:
     from .executors import check_cuda_jobs
     from .report import render_table, summary_table
-    from .runner import make_executor, run_suite, select_jobs
+    from .runner import make_executor, run_suite, select_jobs, suite_jobs
     from .store import Store, check_store_path
     from .suite import check_timeout, load_suite
 
@@ -40,9 +40,7 @@ def _cmd_run(args) -> int:
     check_store_path(args.store)
     executor.check()                     # reach a remote scheduler before creating the store
     if getattr(executor, "local_devices", True):  # the jobs to run need devices seen here
-        jobs = suite.jobs()
-        if args.timeout is not None:
-            jobs = [{**job, "timeout": args.timeout} for job in jobs]
+        jobs = suite_jobs(suite, args.timeout)
         try:
             check_cuda_jobs(jobs)
         except SeqbenchError:

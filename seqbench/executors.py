@@ -86,18 +86,23 @@ def cuda_device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _members(jobs: list[dict[str, Any]]):
+    """Every plain job of ``jobs``: a stack job's members, any other job itself."""
+    for job in jobs:
+        yield from job.get("stack", [job])
+
+
 def check_cuda_jobs(jobs: list[dict[str, Any]]) -> None:
     """Refuse, in one line, jobs of torch models that ask for a CUDA device (``"cuda"``,
     ``"cuda:i"``; not ``"auto"``) this machine's torch does not see: run here, each would
     only fail."""
     asked: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        for member in job.get("stack", [job]):
-            device = member["model_params"].get("device")
-            if isinstance(device, str) and device.startswith("cuda"):
-                tags = registry.models.get(member["model"]).tags()
-                if tags["uses_torch"] and tags["device_aware"]:
-                    asked.setdefault(device, member)
+    for member in _members(jobs):
+        device = member["model_params"].get("device")
+        if isinstance(device, str) and device.startswith("cuda"):
+            tags = registry.models.get(member["model"]).tags()
+            if tags["uses_torch"] and tags["device_aware"]:
+                asked.setdefault(device, member)
     if not asked:
         return
     n = cuda_device_count()
@@ -456,11 +461,8 @@ _dask_threads: int | None = None
 def _used_extras(jobs: list[dict[str, Any]]) -> dict[str, dict[str, type]]:
     """The models and tasks registered in this process (not installed as entry points)
     that ``jobs`` use: all a worker needs of them."""
-    used: dict[str, set] = {"models": set(), "tasks": set()}
-    for job in jobs:
-        for member in job.get("stack", [job]):
-            used["models"].add(member["model"])
-            used["tasks"].add(member["task"])
+    members = list(_members(jobs))
+    used = {"models": {m["model"] for m in members}, "tasks": {m["task"] for m in members}}
     return {kind: {name: cls for name, cls in reg._extra.items() if name in used[kind]}
             for kind, reg in (("models", registry.models), ("tasks", registry.tasks))}
 

@@ -1043,6 +1043,13 @@ def _test_label(r) -> str:
     return r["test"]
 
 
+def _not_ok_line(r) -> str:
+    """``  model on setting (A: 1 failed; B: 3 timeout)``: a compared cell's jobs not ok."""
+    sides = [f"{side}: {r[col]}" for side, col in (("A", "not_ok_a"), ("B", "not_ok_b"))
+             if r[col]]
+    return f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})"
+
+
 def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
     """The comparison as a table, then the lists of what got better and what got worse.
 
@@ -1085,19 +1092,14 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
                              f"over every seed {r['mean_a_all']:.4g} -> {r['mean_b_all']:.4g}")
                 lines.append(line + ")")
             elif verdict.startswith("not ok"):
-                sides = [f"{side}: {r[col]}" for side, col in (("A", "not_ok_a"),
-                                                                ("B", "not_ok_b")) if r[col]]
-                lines.append(f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})")
+                lines.append(_not_ok_line(r))
             else:
                 lines.append(f"  {r['model_name']} on {r['setting']}")
     partial = cmp[cmp["verdict"].isin(["better", "worse", "same", "untested"])
                   & ((cmp["not_ok_a"] != "") | (cmp["not_ok_b"] != ""))]
     if not partial.empty:
         lines.append(f"scored, with jobs not ok (their seeds left out) ({len(partial)}):")
-        for _, r in partial.iterrows():
-            sides = [f"{side}: {r[col]}" for side, col in (("A", "not_ok_a"),
-                                                            ("B", "not_ok_b")) if r[col]]
-            lines.append(f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})")
+        lines += [_not_ok_line(r) for _, r in partial.iterrows()]
     n_same = int((cmp["verdict"] == "same").sum())
     n_untested = int((cmp["verdict"] == "untested").sum())
     lines.append(f"unchanged within seed noise: {n_same}; too few seeds to test: {n_untested}")
@@ -1232,9 +1234,9 @@ def write_report(
         names = [f.relative_to(staging) for f in files]
         out.mkdir(exist_ok=True)
         for name in names:  # nothing is moved unless everything can be
-            for parent in [*reversed((out / name).parents)][len(out.parents) + 1:]:
-                if parent.exists() and not parent.is_dir():
-                    raise FileExistsError(17, "File exists", str(parent))
+            for parent in name.parents:  # figures/ for figures/x.png, then "."
+                if (out / parent).exists() and not (out / parent).is_dir():
+                    raise FileExistsError(17, "File exists", str(out / parent))
             if (out / name).is_dir():
                 raise IsADirectoryError(21, "Is a directory", str(out / name))
         clear_report(out)  # what the previous report here wrote, and only that

@@ -523,6 +523,15 @@ class _Bar:
                              state=f"ok {counts['ok']}  not ok {bad}  running {running}")
 
 
+def suite_jobs(suite: Suite, timeout: float | None = None) -> list[dict[str, Any]]:
+    """The suite's jobs, each with the time limit ``timeout`` (seconds) where given, in
+    place of the suite's ``[budget] timeout``."""
+    jobs = suite.jobs()
+    if timeout is not None:
+        jobs = [{**job, "timeout": timeout} for job in jobs]
+    return jobs
+
+
 def run_suite(
     suite: Suite,
     store: Store,
@@ -551,9 +560,7 @@ def run_suite(
     worker
     (:mod:`seqbench.stacking`); the store still gets one row per job.
     """
-    jobs = suite.jobs()
-    if timeout is not None:
-        jobs = [{**job, "timeout": timeout} for job in jobs]
+    jobs = suite_jobs(suite, timeout)
     todo, done = select_jobs(jobs, store, force=force, retry_failed=retry_failed)
     from .stacking import stack_jobs
 

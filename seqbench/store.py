@@ -158,8 +158,7 @@ class Store:
             if conn is not None:
                 conn.close()
             if "locked" in str(exc):
-                raise SeqbenchError(f"store {path}: locked by another process for "
-                                    f"{LOCK_WAIT_S} s; run again when it is free") from None
+                raise _locked(path) from None
             raise SeqbenchError(f"store {path}: not a usable SQLite file ({exc})") from None
         except SeqbenchError:
             self.conn.close()
@@ -195,10 +194,8 @@ class Store:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) and "busy" not in str(exc):
                 raise
-            raise SeqbenchError(
-                f"store {self.path}: locked by another process for {LOCK_WAIT_S} s (a program "
-                "holding it open in a transaction, or another run writing to it); "
-                "what finished before is kept: run again when it is free") from None
+            raise _locked(self.path, " (a program holding it open in a transaction, or "
+                          "another run writing to it); what finished before is kept") from None
 
     def close(self) -> None:
         self.conn.close()
@@ -236,7 +233,7 @@ class Store:
         for key in COLUMNS:
             value = record.get(key)
             if key in JSON_COLUMNS and value is not None:
-                value = json.dumps(value, sort_keys=True, default=_default)
+                value = _json_text(value)
             elif key == "higher_is_better" and value is not None:
                 value = int(bool(value))
             row[key] = value
@@ -258,10 +255,8 @@ class Store:
             settings: dict[tuple, int] = {}
             configs: dict[tuple, int] = {}
             for position, job in enumerate(jobs):
-                t_sweep = json.dumps(job.get("task_sweep") or {}, sort_keys=True,
-                                     default=_default)
-                m_sweep = json.dumps(job.get("model_sweep") or {}, sort_keys=True,
-                                     default=_default)
+                t_sweep = _json_text(job.get("task_sweep") or {})
+                m_sweep = _json_text(job.get("model_sweep") or {})
                 t = settings.setdefault((job["task_label"], t_sweep), len(settings))
                 m = configs.setdefault((job["model_label"], m_sweep), len(configs))
                 rows.append((name, position, job["hash"], job["task_label"], t_sweep,
@@ -381,8 +376,18 @@ def plain_record(record: dict[str, Any]) -> dict[str, Any]:
     out = dict(record)
     for key in JSON_COLUMNS:
         if out.get(key) is not None:
-            out[key] = json.loads(json.dumps(out[key], sort_keys=True, default=_default))
+            out[key] = json.loads(_json_text(out[key]))
     return out
+
+
+def _locked(path, why: str = "") -> SeqbenchError:
+    return SeqbenchError(f"store {path}: locked by another process for {LOCK_WAIT_S} s{why}: "
+                         "run again when it is free")
+
+
+def _json_text(value: Any) -> str:
+    """A JSON column's text: keys sorted, arrays as lists, other objects as their ``str``."""
+    return json.dumps(value, sort_keys=True, default=_default)
 
 
 def _default(o):

@@ -250,8 +250,7 @@ def seed_of(random_state, owner=None) -> int:
         return 0
     if isinstance(random_state, np.random.RandomState):
         return int(random_state.randint(0, 2**31 - 1))
-    if (isinstance(random_state, int | np.integer) and not isinstance(random_state, bool)
-            and 0 <= random_state < SEED_LIMIT):
+    if is_int(random_state, 0) and random_state < SEED_LIMIT:
         return int(random_state)
     who = f"{type(owner).__name__} parameter " if owner is not None else ""
     raise SeqbenchError(f"{who}'random_state': expected None or an int in [0, 2**32), got "
