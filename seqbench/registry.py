@@ -109,21 +109,25 @@ class Registry:
         self.group = group
         self.base = base  # "module:Class" every registered class must subclass
         self._eps: dict[str, Any] | None = None
+        self._clashes: dict[str, list[str]] = {}  # name -> the entry points that claim it
         self._extra: dict[str, type] = {}
         self._loaded: dict[str, type] = {}
 
     def _entry_points(self) -> dict[str, Any]:
+        """Name -> entry point. A name that two packages claim for different classes is
+        kept aside (see :meth:`get`): only that name is unusable, never the others."""
         if self._eps is None:
             found: dict[str, Any] = {}
+            clashes: dict[str, list[str]] = {}
             for ep in entry_points(group=self.group):
                 other = found.get(ep.name)
                 if other is not None and other.value != ep.value:
-                    raise SeqbenchError(
-                        f"{self.kind} name {ep.name!r} is registered twice: "
-                        f"{other.value} and {ep.value}"
-                    )
-                found[ep.name] = ep
+                    claims = clashes.setdefault(ep.name, [other.value])
+                    if ep.value not in claims:
+                        claims.append(ep.value)
+                found.setdefault(ep.name, ep)
             self._eps = found
+            self._clashes = clashes
         return self._eps
 
     def _check_class(self, name: str, cls: Any, origin: str) -> None:
@@ -159,6 +163,12 @@ class Registry:
             raise SeqbenchError(
                 f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}"
             )
+        if name in self._clashes:
+            raise SeqbenchError(
+                f"{self.kind} name {name!r} is registered twice: "
+                f"{' and '.join(sorted(self._clashes[name]))}; uninstall one of the "
+                f"packages, or rename its entry point"
+            )
         try:
             cls = eps[name].load()
         except Exception as exc:  # a broken plugin must not take the others down
@@ -174,12 +184,24 @@ class Registry:
         cls = self.get(name)
         params = {k: plain(v) for k, v in (params or {}).items()}
         check_params(self.kind, name, cls, params, where)
+        return build_checked(self.kind, name, cls, params, where)
+
+
+def build_checked(kind: str, name: str, cls: type, params: dict[str, Any], where: str = ""):
+    """``cls(**params)`` with its range check (a bad value is an error here, not at fit or
+    sampling). Whatever the constructor or the check raises (a plugin's own ``ValueError``
+    included) becomes one :class:`SeqbenchError` line naming the object."""
+    prefix = f"{where}, " if where else ""
+    try:
         obj = cls(**params)
-        try:  # a bad value is an error here, not at fit or sampling
-            check_ranges(self.kind, obj)
-        except SeqbenchError as exc:
-            raise SeqbenchError(f"{where + ', ' if where else ''}{exc}") from None
-        return obj
+        check_ranges(kind, obj)
+    except SeqbenchError as exc:
+        raise SeqbenchError(f"{prefix}{exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own check, in its own words
+        raise SeqbenchError(
+            f"{prefix}{kind} {name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return obj
 
 
 def check_ranges(kind: str, obj: Any) -> None:

@@ -216,7 +216,7 @@ def _expand(
         registry.check_params(kind, name, cls, combo, where=f"suite {path}")
         # the task or model validates its own value ranges now, not at run time
         try:
-            registry.check_ranges(kind, cls(**combo))
+            registry.build_checked(kind, name, cls, combo)
         except SeqbenchError as exc:
             msg = str(exc)  # a task's own check names the task already: say it once
             if msg.startswith(where):
@@ -377,7 +377,7 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
             continue
         for combo in m.grid:
             try:
-                registry.check_ranges("model", cls(**{**own, **combo}))
+                registry.build_checked("model", m.name, cls, {**own, **combo})
             except SeqbenchError as exc:
                 raise SeqbenchError(f"suite {path}, [budget] applied to [[model]] #{i + 1} "
                                     f"({m.name!r}): {exc}") from None

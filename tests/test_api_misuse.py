@@ -95,3 +95,56 @@ def test_an_entry_point_to_the_wrong_kind_of_class_is_one_line(monkeypatch, caps
     assert "lstm:" in out.split("bad-model:")[1]  # the listing went on after it
     with pytest.raises(SeqbenchError, match="expected a subclass"):
         sb.make_model("bad-model")
+
+
+def test_a_plugin_claiming_a_built_in_name_disables_that_name_only(monkeypatch, capsys):
+    """Two installed packages declare the entry point `lstm` for different classes: a suite
+    or make_model naming `lstm` is refused in one line naming both; every other model (and
+    the listing) still works."""
+    from importlib.metadata import EntryPoint, entry_points
+
+    from seqbench.cli import main
+
+    real = list(entry_points(group="seqbench.models"))
+    rival = EntryPoint("lstm", "seqbench.models.recurrent:GRUModel", "seqbench.models")
+    monkeypatch.setattr(registry, "entry_points", lambda group: [*real, rival]
+                        if group == "seqbench.models" else entry_points(group=group))
+    monkeypatch.setattr(registry.models, "_eps", None)
+    monkeypatch.setattr(registry.models, "_loaded", {})
+    with pytest.raises(SeqbenchError, match=r"'lstm' is registered twice: "
+                       r"seqbench.models.recurrent:GRUModel and "
+                       r"seqbench.models.recurrent:LSTMModel"):
+        sb.make_model("lstm")
+    assert type(sb.make_model("gru")).__name__ == "GRUModel"
+    assert "lstm" in registry.models.names()
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "lstm: model name 'lstm' is registered twice" in out
+    assert "gru:" in out and "rnn:" in out
+
+
+def test_a_plugin_constructor_that_raises_is_one_line_at_suite_load(monkeypatch, tmp_path,
+                                                                    capsys):
+    """A plugin's own check raises ValueError (not SeqbenchError): the suite is refused with
+    exit 2 and one line naming the model and the plugin's message; no store is made."""
+    from seqbench.cli import main
+    from seqbench.models.baseline import ChanceBaseline
+
+    class Picky(ChanceBaseline):
+        def __init__(self, alpha: float = 1.0):
+            if alpha < 0:
+                raise ValueError("alpha must be >= 0")
+            self.alpha = alpha
+
+    monkeypatch.setitem(registry.models._extra, "picky", Picky)
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nname = "s"\n[[task]]\nname = "jane-recall"\nlag = 4\n'
+                     '[[model]]\nname = "picky"\nalpha = -1.0\n')
+    store = tmp_path / "s.sqlite"
+    assert main(["run", str(suite), "--store", str(store)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"seqbench: error: suite {suite}, model 'picky': "
+                   "ValueError: alpha must be >= 0"]
+    assert not store.exists()
+    with pytest.raises(SeqbenchError, match="model 'picky': ValueError: alpha must be >= 0"):
+        sb.make_model("picky", alpha=-1.0)
