@@ -147,8 +147,15 @@ class Registry:
         self._check_class(name, cls, "register")
         if name in self.names() and self.get(name) is not cls:
             raise SeqbenchError(f"{self.kind} name {name!r} is already registered")
+        self._name_task(cls, name)
         self._extra[name] = cls
         return cls
+
+    def _name_task(self, cls: type, name: str) -> None:
+        """A task class that leaves its ``name`` attribute empty takes the name it is
+        registered under, so its messages (``task 'echo', parameter ...``) name it."""
+        if self.kind == "task" and getattr(cls, "name", None) == "":
+            cls.name = name
 
     def names(self) -> list[str]:
         return sorted(set(self._entry_points()) | set(self._extra))
@@ -177,6 +184,7 @@ class Registry:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
         self._check_class(name, cls, eps[name].value)
+        self._name_task(cls, name)
         self._loaded[name] = cls
         return cls
 

@@ -148,3 +148,16 @@ def test_a_plugin_constructor_that_raises_is_one_line_at_suite_load(monkeypatch,
     assert not store.exists()
     with pytest.raises(SeqbenchError, match="model 'picky': ValueError: alpha must be >= 0"):
         sb.make_model("picky", alpha=-1.0)
+
+
+def test_a_task_plugin_without_a_name_attribute_is_named_by_its_registry_name(monkeypatch):
+    class Renamed(JaneRecall):
+        name = ""
+
+    monkeypatch.delitem(registry.tasks._extra, "jane-again", raising=False)
+    registry.tasks.register("jane-again", Renamed)
+    try:
+        with pytest.raises(SeqbenchError, match=r"^task 'jane-again', parameter 'lag'"):
+            sb.make_task("jane-again", lag=-1)
+    finally:
+        registry.tasks._extra.pop("jane-again", None)

@@ -71,7 +71,8 @@ def bound_text(value: float) -> str:
 class Task:
     """Base class of every task.
 
-    Class attributes: ``name`` (the registry name), ``version`` (bumped whenever the
+    Class attributes: ``name`` (the registry name; left empty, the registry fills it in
+    with the name the class is registered under), ``version`` (bumped whenever the
     data a seed produces changes; it enters the job hash) and ``default_sizes``.
     """
 
