@@ -4,7 +4,9 @@
 The sessions that run seqbench (tests, tests-all, bench, perf) install it from this
 checkout with the versions pinned in constraints.txt (torch 2.13.0: the CPU build where
 pip can find it, see the README), so results are reproducible and installs fast; lint
-installs ruff only, and gpu installs nothing (it uses the machine's own torch).
+installs ruff only, and gpu installs no packages: it uses the machine's own torch and
+registers this checkout's entry points with an offline `pip install --no-deps --no-index -e .`
+into that python (replacing a seqbench installed there).
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Run a suite (default tasks/smoke.toml) and print its results table.
+    """Run a suite (default: the shipped suite smoke) and print its results table.
 
-    `nox -s bench -- tasks/longrange.toml --store results/long.sqlite` passes the suite
-    file and any `seqbench run` options through.
+    `nox -s bench -- longrange --store results/long.sqlite` passes the suite (a shipped
+    suite's name or a suite file) and any `seqbench run` options through.
     """
     install(session, "report,dask")
-    args = session.posargs or ["tasks/smoke.toml"]
+    args = session.posargs or ["smoke"]
     session.run("seqbench", "run", *args)
 
 

@@ -28,7 +28,7 @@ Rows (``--rows``, comma-separated; default all CPU rows):
   (every step scored, so every family's work grows with T; the HMM many-to-one, so it
   runs EM); the exponent of the last doubling, log2(t(800) / t(400)), with the log-log
   fit over all four beside it. Target: within 0.25 of 1.
-* ``smoke``: ``seqbench run tasks/smoke.toml -j 2`` end to end from the command line,
+* ``smoke``: ``seqbench run smoke -j 2`` end to end from the command line,
   into a fresh store. Target < 60 s.
 * ``memory``: peak resident memory per job family (``run_job``'s per-job VmHWM) on the
   smoke and, with ``--memory-suites smoke,longrange``, the longrange settings (one job
@@ -512,7 +512,7 @@ def smoke_row(quick: bool):
                                             "sys.exit(main())"]
     tmp = Path(tempfile.mkdtemp(prefix="seqbench-perf-"))
     store = tmp / "smoke.sqlite"
-    args = [*cmd, "run", str(ROOT / "tasks" / "smoke.toml"), "--store", str(store), "-j", "2",
+    args = [*cmd, "run", "smoke", "--store", str(store), "-j", "2",
             "-q"]
     t0 = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, cwd=tmp)
@@ -522,7 +522,7 @@ def smoke_row(quick: bool):
         return [unavailable("smoke", f"seqbench run failed ({proc.returncode}): {tail[0]}")]
     SMOKE_STORE.append(store)
     return [row("smoke", wall, "< 60 s", wall < 60,
-                f"`seqbench run tasks/smoke.toml -j 2 -q`, fresh store, start-up included; "
+                f"`seqbench run smoke -j 2 -q`, fresh store, start-up included; "
                 f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", unit="s")]
 
 
@@ -581,7 +581,7 @@ def memory_rows(suites: list[str], quick: bool):
                     r[k] = json.loads(r[k]) if isinstance(r[k], str) else r[k]
             rows += _memory_table(name, records, registry, "; every job of the smoke row")
             continue
-        suite = load_suite(ROOT / "tasks" / f"{name}.toml")
+        suite = load_suite(name)
         all_jobs = suite.jobs()
         jobs = [j for j in all_jobs if j["seed"] == all_jobs[0]["seed"]]
         # one job per family: the task point with the longest sequences, budgets cut

@@ -75,6 +75,14 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_list(args) -> int:
+    if args.what is None:            # everything, under one heading each
+        for i, what in enumerate(("models", "tasks", "suites")):
+            print(("\n" if i else "") + f"# {what}")
+            args.what = what
+            _cmd_list(args)
+        return 0
+    if args.what == "suites":
+        return _list_suites()
     reg = registry.models if args.what == "models" else registry.tasks
     for name in reg.names():
         try:
@@ -100,7 +108,22 @@ def _cmd_list(args) -> int:
         print(head)
         params = registry.param_defaults(cls)
         if params:
-            print("    " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+            print("    " + ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}"
+                                     for k, v in params.items()))
+    return 0
+
+
+def _list_suites() -> int:
+    """The suites shipped in the package: name, job count, description, file."""
+    from .suite import builtin_suites, load_suite
+
+    for name, path in builtin_suites().items():
+        try:
+            suite = load_suite(path)
+            print(f"{name}: {suite.description or '(no description)'}\n"
+                  f"    {len(suite.jobs())} jobs; {path}")
+        except SeqbenchError as exc:   # listing must not die on one suite
+            print(f"{name}: {exc}")
     return 0
 
 
@@ -258,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(raised an error, or its worker died; in this run or an earlier one), "
                        "2 for bad input (nothing run), 130 on Ctrl-C or SIGTERM, 141 when the "
                        "output pipe closed (finished jobs kept).")
-    r.add_argument("suite", help="suite TOML file, e.g. tasks/smoke.toml")
+    r.add_argument("suite", help="suite TOML file (e.g. my_suite.toml), or the name of a "
+                   "suite shipped with seqbench (smoke, longrange, ...: seqbench list suites)")
     r.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     r.add_argument("--executor", default="local",
                    help="where jobs run: local (default: worker processes on this machine), "
@@ -284,10 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-q", "--quiet", action="store_true", help="no per-job lines")
     r.set_defaults(func=_cmd_run)
 
-    ls = sub.add_parser("list", help="list models or tasks with their parameters",
+    ls = sub.add_parser("list", help="list models, tasks or shipped suites",
                         description="List registered models or tasks (built-ins and plugins) "
-                        "with their parameters and defaults.")
-    ls.add_argument("what", choices=("models", "tasks"), metavar="{models,tasks}")
+                        "with their parameters and defaults (a parameter with no default "
+                        "is shown by its name alone: it is required), or the suites shipped "
+                        "with seqbench (run one by name: seqbench run smoke). With no "
+                        "argument, all three.")
+    ls.add_argument("what", nargs="?", choices=("models", "tasks", "suites"),
+                    metavar="{models,tasks,suites}")
     ls.set_defaults(func=_cmd_list)
 
     res = sub.add_parser("results", help="print the results table from a store",

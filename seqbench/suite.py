@@ -1,6 +1,7 @@
 """Suite files: parse, validate, expand to jobs, hash.
 
-A suite is a TOML file (see ``tasks/smoke.toml``)::
+A suite is a TOML file (see ``seqbench/suites/smoke.toml``; a clone of the repository
+also has them under ``tasks/``)::
 
     [suite]                       # name (default: the file's stem), description, seeds
     name = "smoke"
@@ -387,13 +388,30 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
     return Suite(name, str(path), text, description, seeds, data, budget, tasks, models)
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate the suite file at ``path``."""
+def builtin_suites() -> dict[str, Path]:
+    """The suites shipped inside the package (``seqbench/suites/*.toml``), by file stem."""
+    folder = Path(__file__).parent / "suites"
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def resolve_suite(path: str | Path) -> Path:
+    """``path`` itself when it names a file (or a directory, refused later); else a bare
+    name (``smoke``, or ``smoke.toml`` with no folder) of a suite shipped in the package."""
     p = Path(path)
+    if p.exists() or p.parent != Path("."):
+        return p
+    return builtin_suites().get(p.stem if p.suffix == ".toml" else p.name, p)
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate the suite file at ``path``, or the shipped suite of that name
+    (``load_suite("smoke")``; a file of that name in the working directory wins)."""
+    p = resolve_suite(path)
     if p.is_dir():
         raise SeqbenchError(f"suite {path}: expected a suite file (.toml), got a directory")
     if not p.is_file():
-        raise SeqbenchError(f"suite {path}: no such file")
+        raise SeqbenchError(f"suite {path}: no such file (the shipped suites, by name: "
+                            f"{', '.join(builtin_suites())})")
     try:
         text = p.read_text(encoding="utf-8-sig")  # a byte order mark is not TOML
     except UnicodeDecodeError as exc:

@@ -222,6 +222,45 @@ def test_list_shows_models_and_tasks_with_parameters(capsys):
     assert "jane-recall:" in out and "lag=10" in out and "many-to-one" in out
 
 
+def test_shipped_suites_run_by_name_from_anywhere(tmp_path, monkeypatch, capsys):
+    """The suites ship inside the package: `seqbench run smoke` finds them from any working
+    directory (a pip install has no tasks/ folder), a file of that name in the working
+    directory wins, `list suites` shows them with their job counts, and a name that is
+    neither says which names there are."""
+    from seqbench.suite import load_suite
+
+    monkeypatch.chdir(tmp_path)
+    smoke = load_suite("smoke")
+    assert smoke.name == "smoke" and len(smoke.jobs()) == 36   # 2 lags x 9 models x 2 seeds
+    assert load_suite("longrange.toml").name == "longrange"
+    (tmp_path / "smoke.toml").write_text(SUITE)
+    assert load_suite("smoke.toml").name == "tiny"  # a file of that name here wins
+    assert main(["list", "suites"]) == 0
+    out = capsys.readouterr().out
+    for name, jobs in (("smoke", 36), ("longrange", 1026), ("classics", 330)):
+        assert f"{name}: " in out and f"    {jobs} jobs; " in out.split(f"{name}: ")[1]
+    assert main(["run", "nosuch", "--store", str(tmp_path / "s.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("seqbench: error: suite nosuch: no such file (the shipped suites, "
+                           "by name: classics, forecasting, longrange, shapes, smoke)")
+    assert not (tmp_path / "s.sqlite").exists()
+    assert main(["list"]) == 0                                  # all three lists
+    out = capsys.readouterr().out
+    assert "# models\n" in out and "# tasks\n" in out and "# suites\n" in out
+
+
+def test_list_shows_a_required_parameter_by_its_name_alone(monkeypatch, capsys):
+    class Needs(ChanceBaseline):
+        def __init__(self, k, smoothing: float = 1.0):
+            self.k = k
+            self.smoothing = smoothing
+
+    monkeypatch.setitem(registry.models._extra, "needs-k", Needs)
+    assert main(["list", "models"]) == 0
+    out = capsys.readouterr().out
+    assert "    k, smoothing=1.0\n" in out.split("needs-k:")[1]
+
+
 def test_unknown_store_directory_and_results_on_missing_store(tmp_path, capsys):
     assert main(["results", "--store", str(tmp_path / "nope.sqlite")]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -786,13 +786,11 @@ def test_meta_is_a_frame_with_one_row_per_sequence():
 
 
 # -- the suites that use these tasks ----------------------------------------------------
-@pytest.mark.parametrize("path", ["tasks/longrange.toml", "tasks/classics.toml"])
-def test_suite_files_parse_and_their_tasks_sample(path):
-    from pathlib import Path
-
+@pytest.mark.parametrize("name", ["longrange", "classics"])
+def test_suite_files_parse_and_their_tasks_sample(name):
     from seqbench.suite import load_suite
 
-    suite = load_suite(Path(__file__).parent.parent / path)
+    suite = load_suite(name)
     assert suite.jobs()
     for entry in suite.tasks:
         for params in entry.grid:
