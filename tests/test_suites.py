@@ -12,10 +12,10 @@ import pytest
 
 from seqbench.cli import main
 from seqbench.runner import make_executor
-from seqbench.suite import MAX_DATA_SIZE, SEED_LIMIT, load_suite, parse_suite
+from seqbench.suite import MAX_DATA_SIZE, SEED_LIMIT, builtin_suites, load_suite, parse_suite
 from seqbench.testing import QUICK
 
-SUITES = sorted((Path(__file__).parent.parent / "tasks").glob("*.toml"))
+SUITES = list(builtin_suites().values())
 TINY = {"n_train": 40, "n_valid": 10, "n_test": 20}
 
 
