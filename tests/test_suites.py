@@ -6,7 +6,6 @@ the tables could not tell apart."""
 
 import re
 import sqlite3
-from pathlib import Path
 
 import pytest
 
