@@ -525,9 +525,19 @@ CHECKS: tuple[Callable, ...] = (
 
 
 def check_model(model) -> None:
-    """Run every conformance check on ``model``; raise AssertionError on the first failure."""
+    """Run every conformance check on ``model``; raise AssertionError on the first failure,
+    one line ``Model: check_name: ...`` (whatever the model itself raised included, its
+    type named; the original is chained)."""
     for check in CHECKS:
-        check(model)
+        head = f"{type(model).__name__}: {check.__name__}: "
+        try:
+            check(model)
+        except AssertionError as exc:
+            if str(exc).startswith(head):
+                raise
+            raise AssertionError(head + str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - the model's own error fails the check
+            raise AssertionError(f"{head}raised {type(exc).__name__}: {exc}") from exc
 
 
 def parametrize_with_checks(models: Iterable) -> Callable:

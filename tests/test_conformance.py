@@ -273,3 +273,39 @@ def test_class_ids_at_unscored_steps_follow_the_same_rule():
     _one_line_failure(HalfIdsBeforeTheEnd(), r"check_fit_predict_shapes: predict on training "
                       r"tokens->classes many-to-one inputs: the outputs at unscored steps break",
                       check_fit_predict_shapes)
+
+
+class FlatProba(SeqModel):
+    """Class probabilities of the wrong shape, (N, T) instead of (N, T, K)."""
+
+    _tags = {"input_kinds": ("tokens",), "target_kinds": ("classes",)}
+
+    def _fit(self, data, valid):
+        self.k_ = data.target_size
+
+    def _predict_proba(self, X):
+        return np.full(X.shape, 1.0 / self.k_)
+
+
+class RaisesInFit(FlatProba):
+    def _fit(self, data, valid):
+        raise ValueError("no data for me")
+
+
+def test_a_wrong_shape_names_the_method_the_model_wrote():
+    """A model that writes only _predict_proba is told that _predict_proba's shape is wrong,
+    by predict and by predict_proba alike, in the check's one-line form."""
+    msg = _one_line_failure(FlatProba(), r"FlatProba\._predict_proba returned shape "
+                            r"\(\d+, \d+\), expected \(\d+, \d+, \d+\)")
+    assert "._predict " not in msg
+    data = sb.make_task("jane-recall", lag=2).sample(6, 0)
+    model = FlatProba().fit(data)
+    for method in (model.predict, model.predict_proba):
+        with pytest.raises(AssertionError, match=r"_predict_proba returned shape \(6, \d+\), "
+                           r"expected \(6, \d+, 10\)"):
+            method(data.X)
+
+
+def test_an_exception_inside_the_model_fails_the_check_in_one_line():
+    msg = _one_line_failure(RaisesInFit(), r"raised ValueError: no data for me")
+    assert msg.startswith("RaisesInFit: check_")

@@ -148,14 +148,24 @@ class SeqModel(BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """Per-step predictions aligned with ``Y``: (N, T) class ids or (N, T, K) floats."""
         X = self._check_fitted_X(X)
-        out = np.asarray(self._predict(X))
         N, T = X.shape[:2]
+        if self.target_kind_ == "classes" and type(self)._predict is SeqModel._predict:
+            # the class ids are the argmax of _predict_proba: check what the model wrote
+            return self._checked_proba(X).argmax(-1)
         expected = (N, T) if self.target_kind_ == "classes" else (N, T, self.target_size_)
+        return self._shape_checked(self._predict(X), "_predict", expected)
+
+    def _shape_checked(self, out, method: str, expected: tuple[int, ...]) -> np.ndarray:
+        out = np.asarray(out)
         if out.shape != tuple(expected):
-            raise AssertionError(
-                f"{type(self).__name__}._predict returned shape {out.shape}, expected {expected}"
-            )
+            raise AssertionError(f"{type(self).__name__}.{method} returned shape {out.shape}, "
+                                 f"expected {tuple(expected)}")
         return out
+
+    def _checked_proba(self, X: np.ndarray) -> np.ndarray:
+        N, T = X.shape[:2]
+        return self._shape_checked(self._predict_proba(X), "_predict_proba",
+                                   (N, T, self.target_size_))
 
     def predict_proba(self, X) -> np.ndarray:
         """(N, T, K) class probabilities; only for class targets."""
@@ -164,7 +174,7 @@ class SeqModel(BaseEstimator):
             raise SeqbenchError("predict_proba: only defined for class targets")
         if not self.tags()["predict_proba"]:
             raise SeqbenchError(f"{type(self).__name__} does not offer predict_proba")
-        return np.asarray(self._predict_proba(X))
+        return self._checked_proba(X)
 
     def n_parameters(self) -> int:
         """Number of fitted parameters (0 where the notion does not apply); needs a fit."""
