@@ -28,6 +28,7 @@ def _cmd_run(args) -> int:
     from .suite import check_timeout, load_suite
 
     suite = load_suite(args.suite)       # validate everything before touching the store
+    args.suite_name = suite.name         # for the line an interruption prints
     executor = make_executor(args.executor, jobs=args.jobs, threads=args.threads,
                              gpu_slots=args.gpu_slots)
     if args.timeout is not None:
@@ -391,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
-        print(f"seqbench: {what}; finished jobs are kept in the store", file=sys.stderr)
+        where = ""
+        if getattr(args, "suite_name", None):  # a run: say where they are and how to go on
+            where = (f" {args.store} (the table: seqbench results --store {args.store} "
+                     f"--suite {args.suite_name}; to finish, run the same command again)")
+        print(f"seqbench: {what}; finished jobs are kept in the store{where}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader of our output went away (`seqbench run ... | head`): stop as a

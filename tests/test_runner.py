@@ -4,6 +4,7 @@ Ctrl-C, retries, GPU routing, per-job memory and provenance."""
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -415,8 +416,11 @@ def test_ctrl_c_on_a_local_dask_cluster_is_one_line(tmp_path, signum):
         proc.send_signal(signum)  # kill PID
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert err.strip() in ("seqbench: interrupted; finished jobs are kept in the store",
-                           "seqbench: terminated; finished jobs are kept in the store"), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.fullmatch(r"seqbench: (interrupted|terminated); finished jobs are kept in the "
+                        rf"store {re.escape(str(store))} \(the table: seqbench results "
+                        rf"--store {re.escape(str(store))} --suite resumable; to finish, run the "
+                        r"same command again\)", err.strip()), err
     end = time.monotonic() + 20
     while time.monotonic() < end:  # the whole group is gone, the workers included
         try:
