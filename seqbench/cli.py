@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"seqbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run a suite file and print its results table",
+    r = sub.add_parser("run", help="run a suite (a file, or a shipped suite by name) and print "
+                       "its results table",
                        description="Run every job of a suite (tasks x models x seeds) not yet in "
                        "the store, then print the results table. Finished jobs are skipped on a "
                        "rerun. Exit status: 0 when every job ran to a result (ok, skipped, "
