@@ -379,6 +379,33 @@ def test_grad_decay_tanh_rnn_matches_the_product_and_the_lecture_bound(rng):
     assert norms[-1] < spectral ** (K - 1) * norms[0] * (1 + 1e-6)
 
 
+def test_grad_decay_stays_exact_far_below_float32s_range(rng):
+    """A tanh RNN with ||W_hh||_2 = 0.2 over 90 steps: ∂h_T/∂h_{T-k} falls to about 1e-70,
+    far below the smallest float32 (1e-45). Each value still matches the float64 product
+    of the per-step Jacobians to float32 rounding, and none reads 0."""
+    H = 6
+    net = _build_net("rnn", "real", 3, 5, H, 1, 2, "tanh")
+    with torch.no_grad():
+        W = net.core.weight_hh_l0
+        W.mul_(0.2 / torch.linalg.matrix_norm(W, ord=2))
+    X = rng.normal(size=(2, 91, 3)).astype(np.float32)
+    mask = np.zeros((2, 91), dtype=bool)
+    mask[:, -1] = True
+    gd = gradient_decay(net, X, mask)
+    K = 90
+    assert gd["k"] == list(range(1, K + 1))
+    h = _hidden_states(net, X)
+    Wn = W.detach().double().numpy()
+    expected = np.zeros(K)
+    for i in range(2):
+        J = np.eye(H)
+        for k in range(1, K + 1):
+            J = J @ (np.diag(1 - h[i, 90 - k + 1] ** 2) @ Wn)
+            expected[k - 1] += np.linalg.norm(J) / 2
+    assert expected[-1] < 1e-50
+    np.testing.assert_allclose(gd["norm"], expected, rtol=1e-4)
+
+
 def test_grad_decay_lstm_matches_the_reference_cells_jacobian(rng):
     """The LSTM's state is (h, C) of every layer; its Jacobian is recomputed with
     torch.autograd.functional.jacobian through the lecture's cell equations in float64."""

@@ -316,14 +316,22 @@ def decay_norms(step, s0, window):
     with torch.enable_grad():
         # (..., n·S, S): row (i, a) = e_a^T
         G = torch.eye(S, device=s0.device).repeat(*lead, n, 1)
+        # G is carried scaled to norm 1 per sequence, its scale as a float64 log: the
+        # product of K Jacobians falls below float32's range (1e-38) within tens of steps
+        # of a tanh RNN, and would read 0 there
+        log_scale = torch.zeros((*lead, n), dtype=torch.float64, device=s0.device)
         norms = []
         for k in range(1, K + 1):
             j = K - k  # the step from states[j] = s_{T-k} to states[j + 1]
             s_prev = states[j].repeat_interleave(S, dim=-2).requires_grad_(True)
             x_j = window[..., j, :].repeat_interleave(S, dim=-2)
             (G,) = torch.autograd.grad(step(x_j, s_prev), s_prev, G)
-            # G = ∂s_T/∂s_{T-k}, stacked per sequence: Frobenius norm, mean over sequences
-            norms.append(torch.linalg.vector_norm(G.reshape(*lead, n, S * S), dim=-1).mean(-1))
+            # G = ∂s_T/∂s_{T-k} / scale, stacked per sequence: Frobenius norm, times the
+            # scale, mean over sequences
+            size = torch.linalg.vector_norm(G.reshape(*lead, n, S * S), dim=-1)
+            log_scale = log_scale + torch.log(size.double())  # -inf for an exact 0
+            norms.append(torch.exp(log_scale).mean(-1))
+            G = G / torch.where(size > 0, size, 1.0).repeat_interleave(S, dim=-1)[..., None]
     return torch.stack(norms, dim=-1)
 
 
