@@ -219,17 +219,15 @@ def plot_learning_curves(df: pd.DataFrame, out_dir: Path,
 
 def _geo_mean(curves: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
     """Index-aligned geometric mean (norms span decades) over seeds, truncated to the
-    shortest curve; returns (mean, per-seed array). Values that are not positive and
-    finite (a norm that underflowed to 0, a missing value) are left out of the mean at
-    their index; an index where no seed has such a value gets NaN (a gap in the line)."""
+    shortest curve; returns (mean, per-seed array). At an index where any seed's value is
+    not positive and finite (a norm that is exactly 0, a missing value) the mean is NaN, a
+    gap in the line: a mean over fewer seeds there would jump to the larger ones."""
     n = min(len(c) for c in curves)
     arr = np.array([np.asarray(c[:n], float) for c in curves])  # (seeds, k)
-    good = np.isfinite(arr) & (arr > 0)
-    logs = np.log(np.where(good, arr, 1.0))
-    count = good.sum(axis=0)
+    good = (np.isfinite(arr) & (arr > 0)).all(axis=0)
     mean = np.full(n, np.nan)
-    np.divide(np.where(good, logs, 0.0).sum(axis=0), count, out=mean, where=count > 0)
-    return np.exp(mean), arr
+    mean[good] = np.exp(np.log(arr[:, good]).mean(axis=0))
+    return mean, arr
 
 
 def plot_decay(df: pd.DataFrame, out_dir: Path,
@@ -237,8 +235,8 @@ def plot_decay(df: pd.DataFrame, out_dir: Path,
     """One figure per task setting with stored diagnostics: up to three panels, each a
     log-scale plot against k with the geometric mean over seeds.
 
-    * recurrent nets (``grad_decay``): ||dh_T / dh_{T-k}|| at initialisation (dashed) and
-      after training (solid);
+    * recurrent nets (``grad_decay``): ||∂s_T / ∂s_{T-k}|| at initialisation (dashed) and
+      after training (solid), s the recurrent state (h; (h, C) for the LSTM);
     * LDS / Kalman (``state_decay``): ||A^k||_2 of the fitted transition matrix;
     * HMM (``state_forgetting``): max over start states of TV(P^k[i, :], pi).
     Models without these diagnostics are left out; a setting with none gets no figure.
@@ -249,7 +247,8 @@ def plot_decay(df: pd.DataFrame, out_dir: Path,
     if df.empty:
         return files
     colors = colors or model_colors(list(dict.fromkeys(df["model_name"])))
-    panels = (("grad_decay", "recurrent: ||∂h_T / ∂h_(T-k)||", "Jacobian norm"),
+    panels = (("grad_decay", "recurrent: ||∂s_T / ∂s_(T-k)||, s = h (LSTM: h, C)",
+               "Jacobian norm"),
               ("state_decay", "linear-Gaussian: ||A^k||", "spectral norm of A^k"),
               ("state_forgetting", "HMM: TV(P^k rows, stationary)", "total variation"))
     names = slugs(df["setting"])

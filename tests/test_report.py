@@ -630,3 +630,15 @@ def test_a_model_keeps_its_colour_across_the_figures_of_a_report(store_path, tmp
     assert set(seen) == set(NORM)
     assert all(len(c) == 1 for c in seen.values()), seen
     assert len({next(iter(c)) for c in seen.values()}) == len(NORM)
+
+
+def test_decay_curves_average_every_seed_or_end():
+    """The decay figure's mean over seeds is geometric, and at a step where one seed's norm
+    is exactly 0 (or missing) the line ends there rather than jumping to the other seeds'
+    mean (three seeds: 1e-2, 1e-4, 1e-6 -> 1e-4; one at 0 -> no point)."""
+    from seqbench.plots import _geo_mean
+
+    mean, arr = _geo_mean([[1.0, 1e-2, 1e-30, 5.0], [1.0, 1e-4, 0.0], [1.0, 1e-6, 1e-20]])
+    assert arr.shape == (3, 3)  # cut to the shortest curve
+    np.testing.assert_allclose(mean[:2], [1.0, 1e-4], rtol=1e-12)
+    assert np.isnan(mean[2])
