@@ -304,6 +304,9 @@ def one_hot(ids: np.ndarray, k: int) -> np.ndarray:
 
 def check_X(X, *, input_kind: str, input_size: int, name: str = "X") -> np.ndarray:
     """Validate inputs given to ``predict`` against what the model was fitted on."""
+    if isinstance(X, SeqData):
+        raise SeqbenchError(f"{name}: expected an array of inputs, got SeqData "
+                            f"(pass its inputs: data.X)")
     X = np.asarray(X)
     kind = input_kind_of(X)
     if kind != input_kind:

@@ -350,3 +350,14 @@ def test_real_valid_dimensions_must_match_exactly():
     with pytest.raises(SeqbenchError, match=r"^valid\.target_size: expected K = 1 as in train, "
                                             r"got 2$"):
         _Recorder.make().fit(real(2, 1), real(2, 2))
+
+
+def test_a_split_passed_where_its_inputs_belong_is_named():
+    from seqbench.models.autoregressive import AutoRegressive
+
+    data = _token_data()
+    model = AutoRegressive(p=2).fit(data)
+    for method in (model.predict, model.predict_proba):
+        with pytest.raises(SeqbenchError, match=r"^X: expected an array of inputs, got "
+                           r"SeqData \(pass its inputs: data\.X\)$"):
+            method(data)
