@@ -870,38 +870,41 @@ class GRUModel(RecurrentModel):
     weight and bias uniform in ±1/sqrt(H), except that the update-gate bias starts at
     ``update_bias`` (1.0 by default; torch's two z biases, ``b_iz`` set and ``b_hz``
     zeroed, sum to it), so that at initialisation z_t leans towards keeping h_{t-1} — the
-    GRU's analogue of the LSTM's forget-gate bias (``update_bias=0`` leaves the torch
+    GRU's analogue of the LSTM's forget-gate bias (``update_bias=None`` leaves the torch
     default). For the gradient-decay diagnostic the state is h_t.
 
     Parameters
     ----------
     Those of :class:`RecurrentModel`, with the same defaults (``lr=0.01``), and:
 
-    update_bias : [1.0] the update-gate (z) bias at initialisation, a finite number:
-        unless it is 0, in every layer ``b_iz`` is set to it and ``b_hz`` zeroed; 0
-        leaves both at torch's default (uniform in ±1/sqrt(H)).
+    update_bias : [1.0] the update-gate (z) bias at initialisation: a finite number (in
+        every layer ``b_iz`` is set to it and ``b_hz`` zeroed, so 0 starts z_t at 1/2, as
+        ``forget_bias=0`` does the LSTM's f_t), or ``None`` to leave both at torch's
+        default (uniform in ±1/sqrt(H)).
     """
 
     cell = "gru"
+    version = 2  # 2: update_bias=0 sets the z biases to 0 (it meant None before)
 
     def __init__(self, hidden_size: int = 64, num_layers: int = 1, embed_size: int | None = None,
                  optimizer: str = "adam", lr: float = 0.01, weight_decay: float = 0.0,
                  batch_size: int = 64, max_steps: int = 1000, max_epochs: int | None = None,
                  eval_every: int = 50, patience: int = 10, clip_norm: float | None = 1.0,
                  tbptt: int | None = None, precision: str = "fp32", device: str = "auto",
-                 random_state: int | None = None, update_bias: float = 1.0) -> None:
+                 random_state: int | None = None, update_bias: float | None = 1.0) -> None:
         super().__init__(hidden_size, num_layers, embed_size, optimizer, lr, weight_decay,
                          batch_size, max_steps, max_epochs, eval_every, patience, clip_norm,
                          tbptt, precision, device, random_state)
         self.update_bias = update_bias
 
     def _init_weights(self, net) -> None:
-        if self.update_bias != 0:
+        if self.update_bias is not None:
             _set_second_gate_bias(net, self.hidden_size, self.update_bias)  # r, z, n: z
 
     def _check_params(self) -> None:
         super()._check_params()
-        _need_real(self, "update_bias")
+        if self.update_bias is not None:
+            _need_real(self, "update_bias")
 
 
 class RNNModel(RecurrentModel):
