@@ -223,6 +223,17 @@ def test_max_epochs_caps_steps(rng):
     assert model.curve_[-1]["step"] == model.n_steps_
 
 
+def test_max_epochs_with_a_partial_last_batch_counts_whole_batches_only(rng):
+    """N = 110, B = 20: an epoch is N // B = 5 steps (the docstring's ``max_epochs *
+    (N // B)``), so two epochs are 10 steps, not 2 * ceil(110 / 20) = 12."""
+    data = _data(rng, "tokens", "classes", "many-to-one", N=110)
+    model = RNNModel(hidden_size=4, batch_size=20, max_steps=1000, max_epochs=2,
+                     eval_every=3, patience=100, random_state=0, device="cpu")
+    assert model._step_budget(110) == (20, 5, 10)
+    model.fit(data)
+    assert model.n_steps_ == 10 and model.curve_[-1]["step"] == 10
+
+
 def test_early_stopping_restores_the_best_weights(rng):
     """Noise targets: the validation loss rises once the network memorises its 48
     training sequences, so training stops early and the best checkpoint comes back."""
@@ -335,6 +346,54 @@ def test_lstm_forget_bias():
     net = _built(LSTMModel(hidden_size=5, forget_bias=2.0))
     b = net.core.bias_ih_l0 + net.core.bias_hh_l0
     torch.testing.assert_close(b[5:10], torch.full((5,), 2.0))
+
+
+def test_gru_update_bias_keeps_the_state_at_initialisation(rng):
+    """In every layer the update-gate (z) biases, rows H:2H of torch's r, z, n layout, sum
+    to ``update_bias`` with b_hz = 0. One step from h_prev with zero input, against numpy's
+    GRU step with z = sigmoid(update_bias + W_hz h_prev): z > 1/2 everywhere, so
+    h - h_prev = (1 - z)(n - h_prev) is under half the way to the candidate n."""
+    H, b = 5, 1.0
+    net = _built(GRUModel(hidden_size=H, num_layers=2, update_bias=b))
+    for layer in (0, 1):
+        b_ih = getattr(net.core, f"bias_ih_l{layer}").detach()
+        b_hh = getattr(net.core, f"bias_hh_l{layer}").detach()
+        torch.testing.assert_close(b_ih[H:2 * H], torch.full((H,), b))
+        torch.testing.assert_close(b_hh[H:2 * H], torch.zeros(H))
+    core = torch.nn.GRU(net.core.input_size, H, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(core, f"{name}_l0").copy_(getattr(net.core, f"{name}_l0"))
+    h0 = rng.uniform(-0.5, 0.5, size=(4, H))
+    with torch.no_grad():
+        _, h1 = core(torch.zeros(4, 1, core.input_size),
+                     torch.as_tensor(h0[None], dtype=torch.float32))
+    W = core.weight_hh_l0.detach().double().numpy()
+    bi = core.bias_ih_l0.detach().double().numpy()
+    bh = core.bias_hh_l0.detach().double().numpy()
+
+    def sigmoid(a):
+        return 1 / (1 + np.exp(-a))
+
+    r = sigmoid(bi[:H] + bh[:H] + h0 @ W[:H].T)
+    z = sigmoid(b + h0 @ W[H:2 * H].T)
+    n = np.tanh(bi[2 * H:] + r * (h0 @ W[2 * H:].T + bh[2 * H:]))
+    np.testing.assert_allclose(h1[0].double().numpy(), (1 - z) * n + z * h0, atol=1e-6)
+    assert (z > 0.5).all()
+    assert (np.abs(h1[0].numpy() - h0) < 0.5 * np.abs(n - h0) + 1e-6).all()
+
+
+def test_gru_update_bias_zero_is_zero_and_none_is_torchs_default():
+    """update_bias=0 zeroes both z biases (z starts at 1/2, as forget_bias=0 does the
+    LSTM's f); None leaves torch's default, uniform in ±1/sqrt(H), b_hz included."""
+    H = 5
+    zero = _built(GRUModel(hidden_size=H, update_bias=0.0))
+    torch.testing.assert_close(zero.core.bias_ih_l0[H:2 * H].detach(), torch.zeros(H))
+    torch.testing.assert_close(zero.core.bias_hh_l0[H:2 * H].detach(), torch.zeros(H))
+    default = _built(GRUModel(hidden_size=H, update_bias=None)).core.bias_hh_l0.detach()
+    assert (default[H:2 * H].abs() > 0).all() and (default.abs() <= H ** -0.5).all()
+    with pytest.raises(SeqbenchError, match="update_bias"):
+        sb.make_model("gru", update_bias=float("nan"))
 
 
 # -- gradient decay ------------------------------------------------------------------------

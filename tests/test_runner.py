@@ -756,3 +756,18 @@ def test_cuda_jobs_already_in_the_store_do_not_block_a_rerun(tmp_path, capsys, m
     assert main(["run", str(write(tmp_path, text)), "--store", str(store), "-q",
                  "--retry-failed"]) == 2  # now they would run here
     assert "asks for device 'cuda'" in capsys.readouterr().err
+
+
+def test_prepare_job_seeds_the_model_with_the_job_seed():
+    """A model whose random_state is left None gets the job's seed (5 and 9 here); one that
+    sets random_state keeps it whatever the seed."""
+    from seqbench.runner import prepare_job
+
+    text = TINY.replace("seeds = [0, 1]", "seeds = [5, 9]").replace(
+        'name = "chance"', 'name = "gru"\nlabel = "gru-fixed"\nrandom_state = 7')
+    got = {}
+    for job in parse_suite(text, "t.toml").jobs():
+        assert job["model_params"]["random_state"] == (7 if job["model"] == "gru" else None)
+        *_, model = prepare_job(job, {})
+        got[job["model"], job["seed"]] = model.random_state
+    assert got == {("lstm", 5): 5, ("lstm", 9): 9, ("gru", 5): 7, ("gru", 9): 7}

@@ -17,6 +17,7 @@ import seqbench as sb
 from seqbench.datasets import load_series
 from seqbench.errors import SeqbenchError
 from seqbench.models.baseline import ChanceBaseline
+from seqbench.models.kalman import LDSModel
 from seqbench.tasks.arprocess import ARProcess
 from seqbench.tasks.casino import DishonestCasino
 from seqbench.tasks.digits import PermutedDigits, SequentialDigits
@@ -267,6 +268,27 @@ def test_track_oracle_matches_filterpy(seed):
         np.testing.assert_allclose(ours[i], ref, atol=1e-9)
     _, P = task.filter_gains()
     np.testing.assert_allclose(P[1:], covs, atol=1e-9)
+
+
+def test_track_state_variances_match_filterpy_predictions():
+    """Var(p_t) is the position entry of Sigma_t before step t's transition: filterpy's
+    KalmanFilter from P = P0, predicting with F and Q and no update, records P[0, 0]
+    before each predict; also the closed form at t = 0 (init_pos_std^2) and t = 1."""
+    from filterpy.kalman import KalmanFilter
+
+    task = ConstantVelocityTrack(length=30, dt=0.5, accel_std=0.3, init_pos_std=1.5,
+                                 init_vel_std=0.4)
+    m = task.matrices()
+    kf = KalmanFilter(dim_x=2, dim_z=1)
+    kf.F, kf.Q, kf.P = m["F"], m["Q"], m["P0"].copy()
+    ref = []
+    for _ in range(task.length):
+        ref.append(kf.P[0, 0])
+        kf.predict()
+    var = task.state_variances()
+    np.testing.assert_allclose(var, ref, rtol=1e-9)
+    assert var[0] == pytest.approx(1.5**2)
+    assert var[1] == pytest.approx(1.5**2 + 0.5**2 * 0.4**2 + 0.3**2 * 0.5**4 / 4)
 
 
 def test_track_labels_and_references(seed):
@@ -560,3 +582,17 @@ def test_single_step_noise_rate_and_scores(seed):
     np.testing.assert_allclose(proba.sum(-1), 1)
     assert chance_score(task, seed, n_train=1000, n_test=5000) == pytest.approx(spec.chance,
                                                                                 abs=0.025)
+
+
+def test_single_step_lds_predicts_every_class_and_scores_the_oracle(seed):
+    """T = 1 with one-hot token inputs: the LDS's predicted one-hot observation is linear in
+    the token, so its argmax (the last class implied as 1 minus the others) is f(x) for
+    every token, every class included, and its accuracy is the oracle 1 - noise up to
+    sampling error (5 binomial standard deviations)."""
+    task = SingleStep(n_tokens=8, n_classes=4, noise=0.2)
+    train, _, test = task.splits(seed, 2000, 10, 4000)
+    pred = LDSModel(n_states=2, max_iter=5, random_state=0).fit(train).predict(test.X)
+    np.testing.assert_array_equal(pred[:, 0], task.table()[test.X[:, 0]])
+    assert set(pred[:, 0]) == set(range(4))
+    acc = task.score(test, pred, None)["metrics"]["accuracy"]
+    assert abs(acc - task.spec().oracle) < 5 * np.sqrt(0.2 * 0.8 / test.n)
