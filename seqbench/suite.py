@@ -32,7 +32,8 @@ the registered name; a ``label`` is a non-blank string, stripped of surrounding 
 The tables show a task setting as a row named by its label and its swept parameters
 (``jane-recall lag=4``), a model configuration as a column named the same way; two
 entries whose rows (or columns) would get one name are refused, since their results
-would be averaged into one cell.
+would be averaged into one cell, and so are a sweep that lists one value twice and a model
+column named like one of the tables' own (``task``, ``metric``, ``(chance)``, ...).
 
 A list is a sweep; for a parameter whose default is a tuple or list, a list of lists
 is a sweep and a flat list a single value. A model's own explicit parameter wins over
@@ -249,21 +250,37 @@ def display_name(label: str, sweep: dict | None) -> str:
     return f"{label} {params}".strip()
 
 
+# the tables' own columns beside the model columns (results, report, horizons)
+TABLE_COLUMNS = ("task", "metric", "(chance)", "(best)", "task family", "lags")
+
+
 def _check_display_names(path: str, key: str, entries: list[Entry]) -> None:
     """Refuse entries two of whose grid points the tables would show under one name
     (:func:`display_name`), which would average their results into one cell: points of
-    two entries, or two different points of one entry."""
+    two entries, or two different points of one entry; a sweep that lists one point twice
+    (``[0.01, 1e-2]``, ``[1, 1.0]``: one job); and a model column named like one of the
+    tables' own columns (:data:`TABLE_COLUMNS`)."""
     reg = registry.tasks if key == "task" else registry.models
     seen: dict[str, tuple[int, str]] = {}
     for i, entry in enumerate(entries):
         defaults = registry.param_defaults(reg.get(entry.name))
+        points: dict[str, str] = {}
         for params in entry.grid:
             sweep = entry.sweep_of(params)
             display = display_name(entry.label, sweep)
+            if key == "model" and display in TABLE_COLUMNS:
+                raise _err(path, f"[[{key}]] #{i + 1}",
+                           f"model column name {display!r} is one of the tables' own columns "
+                           f"({', '.join(TABLE_COLUMNS)}); give it another 'label'")
             point = canonical_hash(_as_defaults(sweep, defaults))
+            if point in points:
+                raise _err(path, f"[[{key}]] #{i + 1}",
+                           f"its sweep lists one point twice ({points[point]!r} and "
+                           f"{display!r} are the same job); list each value once")
+            points[point] = display
             j, other = seen.setdefault(display, (i, point))
             if j == i and other == point:
-                continue  # the first point of this name, or one value listed twice in a sweep
+                continue  # the first point of this name
             also = "another point of the same table" if j == i else f"[[{key}]] #{j + 1}"
             raise _err(path, f"[[{key}]] #{i + 1}",
                        f"{key} {'row' if key == 'task' else 'column'} name {display!r} is "

@@ -102,6 +102,16 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (("hidden_size = 8", "hidden_size = 8\nrandom_state = -3"),
      r"'random_state': expected None or an int in \[0, 2\*\*32\)"),
     (("[suite]", "[suite\n"), "not valid TOML"),
+    (("lag = [2, 5]", "lag = [2, 5, 2]"), r"\[\[task\]\] #1: its sweep lists one point twice "
+     r"\('jane-recall lag=2' and 'jane-recall lag=2' are the same job\); list each value once"),
+    (("hidden_size = 8", "hidden_size = 8\nlr = [0.01, 1e-2]"),
+     r"\[\[model\]\] #2: its sweep lists one point twice"),
+    (("hidden_size = 8", "hidden_size = 8\nlr = [1, 1.0]"),
+     r"\('lstm lr=1' and 'lstm lr=1.0' are the same job\)"),
+    (('name = "chance"', 'name = "chance"\nlabel = "metric"'),
+     r"\[\[model\]\] #1: model column name 'metric' is one of the tables' own columns"),
+    (('name = "chance"', 'name = "chance"\nlabel = "(chance)"'), "'\\(chance\\)' is one of"),
+    (('name = "chance"', 'name = "chance"\nlabel = "task"'), "'task' is one of"),
 ])
 def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):
     store = tmp_path / "store.sqlite"
