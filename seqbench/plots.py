@@ -78,15 +78,28 @@ def model_colors(models: list[str]) -> dict[str, tuple]:
     """One colour per model, by its place in ``models`` (pass the suite's model order to
     every figure of a report, so that a model keeps its colour across figures)."""
     plt = _pyplot()
-    cmap = plt.get_cmap("tab10")
-    return {m: cmap(i % 10) for i, m in enumerate(models)}
+    n = len(models)
+    if n <= 20:  # tab10's colours, then tab20's, each distinct
+        cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+        return {m: cmap(i) for i, m in enumerate(models)}
+    cmap = plt.get_cmap("turbo")  # more models than any qualitative map: spread over one
+    return {m: cmap(0.05 + 0.9 * i / (n - 1)) for i, m in enumerate(models)}
+
+
+LEGEND_INSIDE = 10  # more entries than this go in a legend under the axes
 
 
 def _legend(ax, **kwargs) -> None:
-    """A legend for ``ax`` if anything on it has a label (matplotlib warns otherwise)."""
+    """A legend for ``ax`` if anything on it has a label (matplotlib warns otherwise); one
+    of many entries goes under the axes, in columns, so that it hides no curve."""
     handles, _labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(**kwargs)
+    if not handles:
+        return
+    if len(handles) > LEGEND_INSIDE:
+        kwargs = {**kwargs, "loc": "upper center", "bbox_to_anchor": (0.5, -0.16),
+                  "ncol": 2 if len(handles) <= 30 else 3,
+                  "fontsize": min(kwargs.get("fontsize", 8), 7)}
+    ax.legend(**kwargs)
 
 
 def _finite_span(values) -> tuple[float, float]:

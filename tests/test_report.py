@@ -642,3 +642,11 @@ def test_decay_curves_average_every_seed_or_end():
     assert arr.shape == (3, 3)  # cut to the shortest curve
     np.testing.assert_allclose(mean[:2], [1.0, 1e-4], rtol=1e-12)
     assert np.isnan(mean[2])
+
+
+@pytest.mark.parametrize("n", [3, 10, 15, 20, 24, 60])
+def test_every_model_of_a_figure_gets_its_own_colour(n):
+    from seqbench.plots import model_colors
+
+    colors = model_colors([f"m{i}" for i in range(n)])
+    assert len(colors) == n and len(set(colors.values())) == n
