@@ -232,7 +232,7 @@ def _cmd_compare(args) -> int:
             raise SeqbenchError(f"compare: no finished results in {path}"
                                 + (f" for suite {suite!r}" if suite else ""))
     cmp = compare(a, b, alpha=args.alpha)
-    print(compare_text(cmp, str(args.a), str(args.b)))
+    print(compare_text(cmp, str(args.a), str(args.b), changed_only=args.changed))
     for side, path, df in (("A", args.a, a), ("B", args.b, b)):
         if df.attrs.get("incomplete"):
             print(f"{side} ({path}): {df.attrs['incomplete']}")
@@ -367,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "as two versions of one held in one store")
     cmp.add_argument("--alpha", type=float, default=0.05,
                      help="significance level, in (0, 1) (default 0.05)")
+    cmp.add_argument("--changed", action="store_true",
+                     help="the table lists only the cells whose verdict is not 'same' (the "
+                     "summary still counts those; --out still writes every cell)")
     cmp.add_argument("--out", default=None, help="also write the comparison as CSV here")
     cmp.set_defaults(func=_cmd_compare)
     return p

@@ -1050,8 +1050,11 @@ def _not_ok_line(r) -> str:
     return f"  {r['model_name']} on {r['setting']} ({'; '.join(sides)})"
 
 
-def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str:
+def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B",
+                 changed_only: bool = False) -> str:
     """The comparison as a table, then the lists of what got better and what got worse.
+    ``changed_only``: the table leaves out the cells whose verdict is ``same`` (the lists
+    and the count of those below are as always).
 
     The means and differences shown are those :func:`compare` tested: over the shared
     seeds where the test paired those only (the lists then say which seeds were left
@@ -1065,7 +1068,11 @@ def compare_text(cmp: pd.DataFrame, name_a: str = "A", name_b: str = "B") -> str
         p=cmp["pvalue"].map(lambda p: "-" if not np.isfinite(p) else f"{p:.3g}"),
         test=[_test_label(r) for _, r in cmp.iterrows()],
     )[["setting", "model_name", "metric", "A", "B", "diff", "p", "test", "verdict"]]
-    lines = [f"A = {name_a}", f"B = {name_b}", "", show.to_string(index=False), "",
+    if changed_only:
+        show = show[cmp["verdict"] != "same"]
+    table = (show.to_string(index=False) if len(show)
+             else "(every cell unchanged within seed noise)")
+    lines = [f"A = {name_a}", f"B = {name_b}", "", table, "",
              "p: paired t-test over the seeds A and B share (when they share at least 2; "
              "seeds only one side has are left out), else Welch's t-test",
              "A, B, diff: means over the seeds the test used (for 'paired on k shared "

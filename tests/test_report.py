@@ -251,6 +251,15 @@ def test_compare_paired_verdicts(tmp_path, store_path, capsys):
     better_part = out.split("better in B (1):")[1].split("worse in B")[0]
     assert "alpha on adding" in better_part
     assert "beta on jane lag=10" in out.split("worse in B (1):")[1]
+    n_same = len(rest)
+    assert main(["compare", str(store_path), str(b_path), "--changed"]) == 0
+    changed = capsys.readouterr().out
+    table = changed.split("\n\n")[1].splitlines()  # the header, then one line per cell
+    assert len(table) == 3 and all(" same" not in line for line in table)
+    assert changed.split("\n\n", 2)[2] == out.split("\n\n", 2)[2]  # lists and counts
+    assert f"unchanged within seed noise: {n_same};" in changed
+    assert main(["compare", str(store_path), str(store_path), "--changed"]) == 0
+    assert "(every cell unchanged within seed noise)" in capsys.readouterr().out
 
 
 def test_compare_welch_on_other_seeds(tmp_path, store_path):
