@@ -403,33 +403,42 @@ def _hidden_states(net, x):
     return h.double().numpy()  # (N, T, H)
 
 
-def test_grad_decay_tanh_rnn_matches_the_product_and_the_lecture_bound(rng):
-    """h_t = tanh(a_t): ∂h_t/∂h_{t-1} = diag(1 - h_t²) W_hh, so ∂h_T/∂h_{T-k} is the
-    product of k such factors, and since tanh' <= 1 its norm is at most
-    ||W_hh||_F ||W_hh||_2^(k-1) (the lecture's (γ_v γ_g')^k with the Frobenius norm)."""
-    H = 6
-    net = _build_net("rnn", "real", 3, 5, H, 1, 2, "tanh")
+def _tanh_rnn_decay(spectral: float, X: np.ndarray, ends: np.ndarray):
+    """A tanh RNN (H = 6) with ||W_hh||_2 = ``spectral``: its ``gradient_decay`` on ``X``
+    scored at step ``ends[i]`` of row i, the float64 product of its per-step Jacobians
+    diag(1 - h_t²) W_hh (the mean over rows of ||∂h_T/∂h_{T-k}||_F, k = 1..min(ends)),
+    and W_hh."""
+    H, N = 6, len(X)
+    net = _build_net("rnn", "real", X.shape[2], 5, H, 1, 2, "tanh")
     with torch.no_grad():
         W = net.core.weight_hh_l0
-        W.mul_(0.6 / torch.linalg.matrix_norm(W, ord=2))  # small recurrent weights: ||W||_2 = 0.6
-    X = rng.normal(size=(5, 14, 3)).astype(np.float32)
-    ends = rng.integers(8, 14, size=5)  # ragged: each sequence's last scored step
-    mask = np.zeros((5, 14), dtype=bool)
-    mask[np.arange(5), ends] = True
+        W.mul_(spectral / torch.linalg.matrix_norm(W, ord=2))
+    mask = np.zeros(X.shape[:2], dtype=bool)
+    mask[np.arange(N), ends] = True
     gd = gradient_decay(net, X, mask)
     K = int(ends.min())
     assert gd["k"] == list(range(1, K + 1))
     h = _hidden_states(net, X)
     Wn = W.detach().double().numpy()
     expected = np.zeros(K)
-    for i in range(5):
+    for i in range(N):
         J = np.eye(H)
         for k in range(1, K + 1):
-            t = ends[i] - k + 1
-            J = J @ (np.diag(1 - h[i, t] ** 2) @ Wn)  # ∂h_T/∂h_{T-k}
-            expected[k - 1] += np.linalg.norm(J) / 5
+            J = J @ (np.diag(1 - h[i, ends[i] - k + 1] ** 2) @ Wn)  # ∂h_T/∂h_{T-k}
+            expected[k - 1] += np.linalg.norm(J) / N
+    return gd, expected, Wn
+
+
+def test_grad_decay_tanh_rnn_matches_the_product_and_the_lecture_bound(rng):
+    """h_t = tanh(a_t): ∂h_t/∂h_{t-1} = diag(1 - h_t²) W_hh, so ∂h_T/∂h_{T-k} is the
+    product of k such factors, and since tanh' <= 1 its norm is at most
+    ||W_hh||_F ||W_hh||_2^(k-1) (the lecture's (γ_v γ_g')^k with the Frobenius norm)."""
+    X = rng.normal(size=(5, 14, 3)).astype(np.float32)
+    ends = rng.integers(8, 14, size=5)  # ragged: each sequence's last scored step
+    gd, expected, Wn = _tanh_rnn_decay(0.6, X, ends)  # small recurrent weights
     np.testing.assert_allclose(gd["norm"], expected, rtol=1e-5)
     norms = np.array(gd["norm"])
+    K = len(norms)
     spectral, frobenius = 0.6, float(np.linalg.norm(Wn))
     assert (norms <= frobenius * spectral ** np.arange(K) * (1 + 1e-6)).all()
     # each further step multiplies by diag(g') W_hh, whose 2-norm is at most 0.6:
@@ -442,26 +451,9 @@ def test_grad_decay_stays_exact_far_below_float32s_range(rng):
     """A tanh RNN with ||W_hh||_2 = 0.2 over 90 steps: ∂h_T/∂h_{T-k} falls to about 1e-70,
     far below the smallest float32 (1e-45). Each value still matches the float64 product
     of the per-step Jacobians to float32 rounding, and none reads 0."""
-    H = 6
-    net = _build_net("rnn", "real", 3, 5, H, 1, 2, "tanh")
-    with torch.no_grad():
-        W = net.core.weight_hh_l0
-        W.mul_(0.2 / torch.linalg.matrix_norm(W, ord=2))
     X = rng.normal(size=(2, 91, 3)).astype(np.float32)
-    mask = np.zeros((2, 91), dtype=bool)
-    mask[:, -1] = True
-    gd = gradient_decay(net, X, mask)
-    K = 90
-    assert gd["k"] == list(range(1, K + 1))
-    h = _hidden_states(net, X)
-    Wn = W.detach().double().numpy()
-    expected = np.zeros(K)
-    for i in range(2):
-        J = np.eye(H)
-        for k in range(1, K + 1):
-            J = J @ (np.diag(1 - h[i, 90 - k + 1] ** 2) @ Wn)
-            expected[k - 1] += np.linalg.norm(J) / 2
-    assert expected[-1] < 1e-50
+    gd, expected, _ = _tanh_rnn_decay(0.2, X, np.array([90, 90]))
+    assert len(expected) == 90 and expected[-1] < 1e-50
     np.testing.assert_allclose(gd["norm"], expected, rtol=1e-4)
 
 
