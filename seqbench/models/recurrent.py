@@ -40,18 +40,23 @@ an embedding the GRU runs in float32), else in float32: torch's autocast has run
 cuDNN RNN in float16 whatever dtype it was asked for (probed once per device by
 :func:`seqbench.models.torchnet.autocast_rnn_dtype`). Prediction runs in float32.
 
-With ``tbptt=U`` the gradient is truncated to U steps: the sequence is processed
-in chunks of U steps, the hidden state carried forward but detached between
-chunks, the chunks' gradients summed, and one optimiser step taken per batch
-(so the step budget means the same with and without truncation). Chunks of a
+With ``tbptt=U`` the gradient is truncated: the sequence is processed in chunks of
+U steps counted from its first step (steps 0..U-1, U..2U-1, ...), the hidden state
+carried forward but detached between chunks, the chunks' gradients summed, and one
+optimiser step taken per batch (so the step budget means the same with and without
+truncation). A scored step t therefore sends its gradient back to the start of its
+own chunk, (t mod U) + 1 steps, not U steps: between 1 and U, set by where t falls
+(a last step t = 24 with U = 4, 12 or 24 reaches back 1 step; with U = 25 the whole
+sequence). Chunks of a
 batch without scored positions add nothing to the gradient: those before the
 last scored chunk only carry the state forward (run without a graph), those after
 it are skipped. With ``U >= T`` the gradient is exactly full BPTT.
 
 Gradient decay (the lecture's vanishing-gradient bound, measured): for the last
 scored step T of a sequence (steps counted from 1), ``||∂s_T/∂s_{T-k}||_F`` for
-k = 1..K, averaged over a few sequences (up to 8), with K = min(T - 1, 100), T the
-smallest over those sequences. The state ``s_t`` is everything the
+k = 1..K, averaged over a few sequences (up to 8, and at most 256 // S for a state of
+size S: 2 for a default LSTM, whose state (h, C) has 128 values; 4 for a default GRU or
+RNN), with K = min(T - 1, 100), T the smallest over those sequences. The state ``s_t`` is everything the
 recurrence carries from step t to t+1: h_t for the GRU and plain RNNs, the pair
 (h_t, C_t) as one vector of size 2H for the LSTM (so the cell's constant-error path
 is included), concatenated over layers when ``num_layers > 1``. It is computed
@@ -396,8 +401,10 @@ class RecurrentModel(SeqModel):
         scaled so that their global L2 norm is at most ``clip_norm``
         (``torch.nn.utils.clip_grad_norm_``). None: no clipping; else a float > 0.
     tbptt : [None] U, truncated backpropagation through time: the sequences are processed
-        in chunks of U steps with the state detached between chunks (module docstring).
-        None, or U at least the data's T, is full BPTT; else an int >= 1.
+        in chunks of U steps from their first step, with the state detached between
+        chunks, so a scored step's gradient reaches back to its chunk's start, between 1
+        and U steps (module docstring). None, or U at least the data's T, is full BPTT;
+        else an int >= 1.
     precision : ["fp32"] ``"fp32"``, or ``"bf16"``: the training and validation forward
         passes run under ``torch.autocast(bfloat16)`` with float32 weights and a float32
         loss (which layers then run in bfloat16: module docstring); prediction and the
