@@ -96,7 +96,13 @@ def _legend(ax, **kwargs) -> None:
     if not handles:
         return
     if len(handles) > LEGEND_INSIDE:
-        kwargs = {**kwargs, "loc": "upper center", "bbox_to_anchor": (0.5, -0.16),
+        from matplotlib.transforms import offset_copy
+
+        # 40 points under the axes (below the tick labels and the x label), however the
+        # layout sizes the axes afterwards
+        under = offset_copy(ax.transAxes, fig=ax.figure, y=-40, units="points")
+        kwargs = {**kwargs, "loc": "upper center", "bbox_to_anchor": (0.5, 0.0),
+                  "bbox_transform": under,
                   "ncol": 2 if len(handles) <= 30 else 3,
                   "fontsize": min(kwargs.get("fontsize", 8), 7)}
     ax.legend(**kwargs)

@@ -56,8 +56,8 @@ Gradient decay (the lecture's vanishing-gradient bound, measured): for the last
 scored step T of a sequence (steps counted from 1), ``||∂s_T/∂s_{T-k}||_F`` for
 k = 1..K, averaged over a few sequences (up to 8, and at most 256 // S for a state of
 size S: 2 for a default LSTM, whose state (h, C) has 128 values; 4 for a default GRU or
-RNN), with K = min(T - 1, 100), T the smallest over those sequences. The state ``s_t`` is everything the
-recurrence carries from step t to t+1: h_t for the GRU and plain RNNs, the pair
+RNN), with K = min(T - 1, 100), T the smallest over those sequences. The state ``s_t``
+is everything the recurrence carries from step t to t+1: h_t for the GRU and plain RNNs, the pair
 (h_t, C_t) as one vector of size 2H for the LSTM (so the cell's constant-error path
 is included), concatenated over layers when ``num_layers > 1``. It is computed
 once before training (``grad_decay_init_``, on the first training sequences) and
