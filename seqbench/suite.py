@@ -223,6 +223,9 @@ def _expand(
             msg = str(exc)  # a task's own check names the task already: say it once
             if msg.startswith(where):
                 msg = msg[len(where):].lstrip(" ,:")
+            if len(grid) > 1:  # which point of the sweep (a product of the lists) fails
+                at = " ".join(f"{k}={combo[k]}" for k in swept)
+                msg = f"at the sweep's point {at}: {msg}"
             raise _err(path, where, msg) from None
     return grid, tuple(swept)
 

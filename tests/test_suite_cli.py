@@ -80,7 +80,8 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (("max_steps = 30", "max_step = 30"), r"\[budget\].max_step: matches no parameter"),
     (("n_train = 300", "n_train = -3"), r"\[data\].n_train: expected an int >= 1"),
     (("lag = [2, 5]", "lag = [2, -5]"),
-     "suite .*, task 'jane-recall': parameter 'lag': expected an int >= 0"),  # named once
+     "suite .*, task 'jane-recall': at the sweep's point lag=-5: parameter 'lag': expected "
+     "an int >= 0"),  # the task named once
     (("hidden_size = 8", "hidden_size = 99999999999999999999"),
      "parameter 'hidden_size': expected integers of at most 64 bits"),
     (("n_names = 4", "n_names = [4, -9223372036854775809]"),
@@ -112,6 +113,8 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
      r"\[\[model\]\] #1: model column name 'metric' is one of the tables' own columns"),
     (('name = "chance"', 'name = "chance"\nlabel = "(chance)"'), "'\\(chance\\)' is one of"),
     (('name = "chance"', 'name = "chance"\nlabel = "task"'), "'task' is one of"),
+    (("lag = [2, 5]", "lag = [2, 5]\nlag_max = [4, 6, 3]"), r"task 'jane-recall': at the "
+     r"sweep's point lag=5 lag_max=4: parameter 'lag_max': expected None or an int >= lag"),
 ])
 def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):
     store = tmp_path / "store.sqlite"
