@@ -76,15 +76,21 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    if args.what is None:            # everything, under one heading each
-        for i, what in enumerate(("models", "tasks", "suites")):
-            print(("\n" if i else "") + f"# {what}")
-            args.what = what
-            _cmd_list(args)
+    if args.what is not None:
+        _list(args.what)
         return 0
-    if args.what == "suites":
-        return _list_suites()
-    reg = registry.models if args.what == "models" else registry.tasks
+    for i, what in enumerate(("models", "tasks", "suites")):  # each under a heading
+        print(("\n" if i else "") + f"# {what}")
+        _list(what)
+    return 0
+
+
+def _list(what: str) -> None:
+    """Print the registered models or tasks with their parameters, or the shipped suites."""
+    if what == "suites":
+        _list_suites()
+        return
+    reg = registry.models if what == "models" else registry.tasks
     for name in reg.names():
         try:
             cls = reg.get(name)
@@ -93,7 +99,7 @@ def _cmd_list(args) -> int:
             continue
         summary = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
         head = f"{name}: {summary or cls.__name__}"  # the docstring's first paragraph
-        if args.what == "tasks":
+        if what == "tasks":
             try:
                 spec = cls().spec()
                 head += (f"\n    shape {spec.shape}; {spec.input_kind} -> {spec.target_kind}; "
@@ -111,10 +117,9 @@ def _cmd_list(args) -> int:
         if params:
             print("    " + ", ".join(k if v is inspect.Parameter.empty else f"{k}={v!r}"
                                      for k, v in params.items()))
-    return 0
 
 
-def _list_suites() -> int:
+def _list_suites() -> None:
     """The suites shipped in the package: name, job count, description, file."""
     from .suite import builtin_suites, load_suite
 
@@ -125,7 +130,6 @@ def _list_suites() -> int:
                   f"    {len(suite.jobs())} jobs; {path}")
         except SeqbenchError as exc:   # listing must not die on one suite
             print(f"{name}: {exc}")
-    return 0
 
 
 def _chosen_suites(store, suite: str | None, command: str, path: str) -> list[str]:

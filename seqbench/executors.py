@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -475,8 +476,6 @@ def _dask_task(job: dict[str, Any], threads: int, extras: bytes) -> dict[str, An
     if _dask_threads != threads:  # once per worker process: torch and the BLAS pools
         limit_threads(threads)
         _dask_threads = threads
-    import pickle
-
     try:
         classes = pickle.loads(extras)
     except (ImportError, AttributeError) as exc:

@@ -47,19 +47,18 @@ optimiser step taken per batch (so the step budget means the same with and witho
 truncation). A scored step t therefore sends its gradient back to the start of its
 own chunk, (t mod U) + 1 steps, not U steps: between 1 and U, set by where t falls
 (a last step t = 24 with U = 4, 12 or 24 reaches back 1 step; with U = 25 the whole
-sequence). Chunks of a
-batch without scored positions add nothing to the gradient: those before the
-last scored chunk only carry the state forward (run without a graph), those after
-it are skipped. With ``U >= T`` the gradient is exactly full BPTT.
+sequence). Chunks of a batch without scored positions add nothing to the gradient:
+those before the last scored chunk only carry the state forward (run without a
+graph), those after it are skipped. With ``U >= T`` the gradient is exactly full BPTT.
 
 Gradient decay (the lecture's vanishing-gradient bound, measured): for the last
 scored step T of a sequence (steps counted from 1), ``||∂s_T/∂s_{T-k}||_F`` for
 k = 1..K, averaged over a few sequences (up to 8, and at most 256 // S for a state of
 size S: 2 for a default LSTM, whose state (h, C) has 128 values; 4 for a default GRU or
 RNN), with K = min(T - 1, 100), T the smallest over those sequences. The state ``s_t``
-is everything the recurrence carries from step t to t+1: h_t for the GRU and plain RNNs, the pair
-(h_t, C_t) as one vector of size 2H for the LSTM (so the cell's constant-error path
-is included), concatenated over layers when ``num_layers > 1``. It is computed
+is everything the recurrence carries from step t to t+1: h_t for the GRU and plain
+RNNs, the pair (h_t, C_t) as one vector of size 2H for the LSTM (so the cell's
+constant-error path is included), concatenated over layers when ``num_layers > 1``. It is computed
 once before training (``grad_decay_init_``, on the first training sequences) and
 on request by :meth:`RecurrentModel.diagnostics`, never inside the training loop.
 """
