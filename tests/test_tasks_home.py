@@ -505,6 +505,27 @@ def test_digits_split_sizes_are_capped_in_order():
         task.sample(1798)
 
 
+def test_digits_splits_are_stratified(seed):
+    """Each split holds every digit's share of the pool to within two images (counted
+    here from scikit-learn's labels), in both the default and capped sizes."""
+    from sklearn.datasets import load_digits
+
+    share = np.bincount(load_digits().target) / 1797
+    for sizes in ({}, {"n_train": 300, "n_valid": 150, "n_test": 400}):
+        for data in SequentialDigits().splits(seed, **sizes):
+            counts = np.bincount(data.meta["digit"], minlength=10)
+            assert np.abs(counts - data.n * share).max() <= 2, (sizes, counts)
+
+
+def test_digits_chance_baseline_scores_the_spec_chance_on_average():
+    """Over 40 seeds the chance baseline's mean test accuracy is the spec's 183 / 1797 to
+    within 0.003: the training split's most frequent digit is as frequent in the test split
+    as in the pool (splits dealt unstratified from one pool averaged about 0.086)."""
+    task = SequentialDigits()
+    mean = np.mean([chance_score(task, s) for s in range(40)])
+    assert mean == pytest.approx(183 / 1797, abs=0.003)
+
+
 def test_digits_chance(seed):
     from sklearn.datasets import load_digits
 

@@ -20,13 +20,15 @@ Exact definition
   ``load_digits()``) and ``digit``.
 
 Splits: the 1797 images are a fixed pool. ``splits(seed)`` shuffles the pool with
-``np.random.default_rng(seed)`` and deals the test set first, then the validation
-set, then the training set, without overlap; so the test set for a seed does not
-change with the training size. Requested sizes beyond the pool are capped in that
-order (each split gets what remains, up to its size; defaults 1097 / 200 / 500 use
-the whole pool); a split left empty is an error, except that ``n_valid=0`` asks for
-no validation set (``None``). ``sample(n, seed)`` draws ``n``
-distinct images (an error when ``n > 1797``).
+``np.random.default_rng(seed)``, interleaves it by digit (stratified: every split holds
+each digit's share of the pool to within two images, see :func:`stratified_order`) and
+deals the test set first, then the validation set, then the training set, without
+overlap; so the test set for a seed does not change with the training size.
+Requested sizes beyond the pool are capped in that order (each split gets what
+remains, up to its size; defaults 1097 / 200 / 500 use the whole pool); a split left
+empty is an error, except that ``n_valid=0`` asks for no validation set (``None``).
+``sample(n, seed)`` draws ``n`` distinct images, unstratified (an error when
+``n > 1797``).
 
 Chance: the best input-blind predictor always says the most frequent digit of the
 pool, 3, which is 183 of the 1797 images: accuracy ``183 / 1797 = 0.1018``
@@ -61,6 +63,23 @@ def load_pool() -> tuple[np.ndarray, np.ndarray]:
     return pixels, digits
 
 
+def stratified_order(seed: int) -> np.ndarray:
+    """The pool's images in the order the splits are dealt from, (1797,): shuffled by
+    ``np.random.default_rng(seed)``, then interleaved by digit so that every prefix of
+    length L holds each digit's share of the pool to within one image (the images of a
+    digit that has n of them sit at keys (r + 1/2) / n for its r-th image in shuffled
+    order; equal keys keep the shuffled order)."""
+    digits = load_pool()[1]
+    order = np.random.default_rng(seed).permutation(len(digits))
+    shuffled = digits[order]
+    rank = np.empty(len(order))
+    for digit in np.unique(shuffled):
+        members = np.flatnonzero(shuffled == digit)
+        rank[members] = np.arange(len(members))
+    key = (rank + 0.5) / np.bincount(digits)[shuffled]
+    return order[np.argsort(key, kind="stable")]
+
+
 class SequentialDigits(Task):
     """Classify an 8x8 digit read pixel by pixel in row order (64 steps, many-to-one).
 
@@ -75,9 +94,9 @@ class SequentialDigits(Task):
     1). Chance: the pool's most frequent digit, 3, on 183 of the 1797 images, accuracy
     ``183 / 1797 = 0.1018`` (computed from the data). No oracle is known.
 
-    Parameters: none. The images are a fixed pool dealt into disjoint splits (test first,
-    then validation, then training; see the module docstring); the default sizes
-    1097 / 200 / 500 use the whole pool.
+    Parameters: none. The images are a fixed pool dealt into disjoint splits stratified by
+    digit (test first, then validation, then training; see the module docstring); the
+    default sizes 1097 / 200 / 500 use the whole pool.
 
     Meta columns
     ------------
@@ -88,7 +107,7 @@ class SequentialDigits(Task):
     """
 
     name = "digits"
-    version = 1
+    version = 2  # 2: stratified splits
     default_sizes: ClassVar[dict[str, int]] = {"n_train": 1097, "n_valid": 200, "n_test": 500}
     description: ClassVar[str] = "8x8 handwritten digits read pixel by pixel, row by row"
 
@@ -142,7 +161,7 @@ class SequentialDigits(Task):
                     raise SeqbenchError(
                         f"task {self.name!r}: expected an int >= {least} for {key}, got {value!r}")
                 sizes[key] = int(value)
-        order = np.random.default_rng(seed).permutation(len(load_pool()[1]))
+        order = stratified_order(seed)
         parts: dict[str, np.ndarray | None] = {"valid": None}
         start = 0
         for split in ("test", "valid", "train"):
@@ -180,7 +199,7 @@ class PermutedDigits(SequentialDigits):
     """
 
     name = "digits-permuted"
-    version = 1
+    version = 2  # 2: stratified splits
     description: ClassVar[str] = "8x8 handwritten digits read pixel by pixel in a fixed order"
 
     def __init__(self, permutation_seed: int = 0) -> None:
