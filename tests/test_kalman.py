@@ -4,6 +4,7 @@ conditioning, EM, the structured models against published and statsmodels number
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -587,6 +588,157 @@ def test_structural_bad_input(rng):
         model.predict(bad)
     with pytest.raises(SeqbenchError, match="max_iter"):
         LocalLevel(max_iter=0).fit(SeqData(X, X.copy(), np.ones((2, 10), bool)))
+
+
+# -- the structured models' initial state ------------------------------------------------------
+@pytest.fixture(scope="module")
+def cv_fit():
+    """constant-velocity fitted on 1000 cv-track sequences (the forecasting suite's size),
+    with a test split of 1000: the task, the fitted model and the splits."""
+    task = sb.make_task("cv-track")
+    seed = int(os.environ.get("SEQBENCH_TEST_SEED", "0"))  # conftest's seed, module-wide
+    train, _, test = task.splits(seed, n_train=1000, n_valid=10, n_test=1000)
+    return task, ConstantVelocity().fit(train), train, test
+
+
+def test_constant_velocity_estimates_the_tracks_initial_state(cv_fit):
+    """cv-track draws x_0 ~ N(0, diag(init_pos_std^2, init_vel_std^2)) at the first
+    measurement. Each sequence's flat-prior estimate of it is N(x_0, M), so the estimated
+    mean and covariance scatter around the truth with the moments of a sample of N draws of
+    covariance about Sigma = P0 + M; M, the error of a start fitted to 50 measurements of
+    noise 1, is at most diag(0.1, 0.001) here. Tolerance: 5 standard errors
+    (sqrt(Sigma_jj / N) for the mean, sqrt((Sigma_jj Sigma_kk + Sigma_jk^2) / N) for the
+    covariance), 4% of the position variance and 12% of the velocity variance."""
+    task, model, train, _ = cv_fit
+    assert model.initial_ == "estimated" and model.mu0_.shape == (1, 2)
+    start = model.initial_state_[0]
+    mean, cov = np.array(start["mean"]), np.array(start["cov"])
+    P0 = np.diag([task.init_pos_std**2, task.init_vel_std**2])
+    Sigma = P0 + np.diag([0.1, 0.001])
+    N = train.n
+    np.testing.assert_array_less(np.abs(mean), 5 * np.sqrt(np.diag(Sigma) / N))
+    se = np.sqrt((np.outer(np.diag(Sigma), np.diag(Sigma)) + Sigma**2) / N)
+    np.testing.assert_array_less(np.abs(cov - P0), 5 * se)
+    # the engine's s_0 is one step before the first observation: s_1 = A s_0 + w
+    A, Q = model.A, model._Q(model.sigma2_[0])
+    np.testing.assert_allclose(cov, A @ model.P0_[0] @ A.T + Q, rtol=1e-12)
+    assert np.all(np.linalg.eigvalsh(model.P0_[0]) > 0)
+
+
+def test_constant_velocity_is_the_oracle_on_cv_track(cv_fit):
+    """Test MSE against the true-parameter filter on the same test split (whose expected
+    MSE is spec().oracle) and against `ar`, which beats the diffuse start (0.32 against
+    0.35 in the forecasting suite). Measured: within 0.1% of the oracle on three splits;
+    the diffuse start is 20% above it."""
+    task, model, train, test = cv_fit
+    mse = np.mean((model.predict(test.X) - test.Y) ** 2)
+    oracle = np.mean((task.oracle_predict(test)[0] - test.Y) ** 2)
+    assert oracle == pytest.approx(task.spec().oracle, rel=0.06)  # a typical split (sd 1.6%)
+    assert mse < 1.01 * oracle
+    ar = sb.make_model("ar", p=9).fit(train)
+    assert mse < 0.95 * np.mean((ar.predict(test.X) - test.Y) ** 2)
+
+
+def test_estimated_start_predictions_match_filterpy(cv_fit):
+    """filterpy's KalmanFilter with the fitted F, H, Q, R and x = mu0_, P = P0_."""
+    from filterpy.kalman import KalmanFilter
+
+    _, model, _, test = cv_fit
+    X = test.X[:5]
+    pred = model.predict(X)[..., 0]
+    for i in range(len(X)):
+        kf = KalmanFilter(dim_x=2, dim_z=1)
+        kf.F, kf.H = model.A.copy(), model.C.copy()
+        kf.Q, kf.R = model._Q(model.sigma2_[0]), np.array([[model.sigma2_[0, 1]]])
+        kf.x, kf.P = model.mu0_[0][:, None].copy(), model.P0_[0].copy()
+        mu, _, _, _ = kf.batch_filter(X[i][:, :, None])  # measurements (T, dim_z, 1)
+        np.testing.assert_allclose(pred[i], mu[:, 0, 0], rtol=0, atol=1e-8)
+
+
+def test_estimated_start_is_a_fixed_point_of_em(cv_fit):
+    """The closed-form maximum is where EM over (mu0, P0) stops: one EM step (smoothed
+    s_0 under the fitted start: mu0 = mean E[s_0 | Y_i], P0 = mean Cov(s_0 | Y_i) + the
+    spread of the E[s_0 | Y_i]) returns it; and moving the start lowers the likelihood."""
+    _, model, train, _ = cv_fit
+    y = train.X[:, :, 0]
+    N, T = y.shape
+    p = model.params_of(model.sigma2_[0], model.scale_[0], model.mu0_[0], model.P0_[0])
+    U, obs = np.zeros((N, T, 0)), np.ones((N, T), bool)
+    f = kalman_filter(p, U, y[..., None], obs)
+    sm = rts_smoother(p, f)
+    x0 = sm.x[:, 0]
+    mu0 = x0.mean(axis=0)
+    P0 = sm.P[0, 0] + (x0 - mu0).T @ (x0 - mu0) / N
+    np.testing.assert_allclose(mu0, model.mu0_[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(P0, model.P0_[0], rtol=1e-7, atol=1e-12)
+    ll = f.loglik.sum()
+    assert ll == pytest.approx(model.loglik_, rel=1e-12)
+    for d_mu, scale in (([0.05, 0.0], 1.0), ([0.0, 0.01], 1.0), ([0.0, 0.0], 1.1),
+                        ([0.0, 0.0], 0.9)):
+        q = model.params_of(model.sigma2_[0], model.scale_[0], model.mu0_[0] + d_mu,
+                            model.P0_[0] * scale)
+        assert kalman_filter(q, U, y[..., None], obs).loglik.sum() < ll
+
+
+def test_initial_diffuse_keeps_the_diffuse_start_and_auto_needs_10_sequences(rng):
+    """``initial="diffuse"`` predicts with filterpy's filter from x = 0, P = kappa I (the
+    code before ``initial`` existed, with 10+ sequences too); "auto" estimates the start
+    from 10 sequences, not 9; the variances do not depend on ``initial``."""
+    from filterpy.kalman import KalmanFilter
+
+    _, _, pos, meas = cv_tracks(rng, N=10, T=30, q=0.1, r=1.0)
+    data = SeqData(meas[..., None], pos[..., None], np.ones(pos.shape, bool))
+    diffuse = ConstantVelocity(initial="diffuse").fit(data)
+    auto = ConstantVelocity().fit(data)
+    assert (diffuse.initial_, auto.initial_) == ("diffuse", "estimated")
+    assert ConstantVelocity().fit(data.subset(np.arange(9))).initial_ == "diffuse"
+    np.testing.assert_array_equal(diffuse.sigma2_, auto.sigma2_)
+    pred = diffuse.predict(data.X)[..., 0]
+    for i in range(3):
+        kf = KalmanFilter(dim_x=2, dim_z=1)
+        kf.F, kf.H = np.array([[1.0, 1.0], [0.0, 1.0]]), np.array([[1.0, 0.0]])
+        kf.Q = diffuse.sigma2_[0, 0] * np.array([[1 / 3, 1 / 2], [1 / 2, 1]])
+        kf.R = np.array([[diffuse.sigma2_[0, 1]]])
+        kf.P = np.eye(2) * diffuse.diffuse * diffuse.scale_[0]
+        mu, _, _, _ = kf.batch_filter(meas[i][:, None, None])
+        np.testing.assert_allclose(pred[i], mu[:, 0, 0], rtol=1e-7, atol=1e-7)
+    assert np.abs(auto.predict(data.X)[..., 0] - pred).max() > 0.01
+    assert diffuse.n_parameters() == 2 and auto.n_parameters() == 2 + 5
+
+
+def test_estimated_start_over_chunks_and_dimensions(rng):
+    """Each input dimension gets its own start, and the start does not depend on the
+    chunks (chunks of 7 sequences against one) nor on the reference prior of the
+    estimation pass: with the same variances, data shifted by 100 (100 reference standard
+    deviations of the level from the reference mean 0) give mu0 shifted by (100, 0) and
+    the same P0."""
+    _, _, pos, meas = cv_tracks(rng, N=30, T=25, q=0.1, r=1.0)
+    X = np.stack([meas, meas + 100.0], axis=-1)
+    data = SeqData(X, np.stack([pos, pos + 100.0], axis=-1), np.ones(pos.shape, bool))
+    model = LocalLinearTrend(max_iter=30, initial="estimated").fit(data)
+    assert model.mu0_.shape == (2, 2) and model.P0_.shape == (2, 2, 2)
+    pred = model.predict(X)
+    var, scale = model.sigma2_[0], model.scale_[0]
+    model.set_params(chunk_size=7)
+    mu0, P0 = model._fit_initial(var, X[..., 0], scale)
+    np.testing.assert_allclose(mu0, model.mu0_[0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(P0, model.P0_[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(model.predict(X), pred, rtol=0, atol=1e-9)
+    mu0_shift, P0_shift = model._fit_initial(var, X[..., 1], scale)
+    np.testing.assert_allclose(mu0_shift, mu0 + [100.0, 0.0], rtol=0, atol=1e-7)
+    np.testing.assert_allclose(P0_shift, P0, rtol=1e-6, atol=1e-10)
+    # the second dimension's own start: the shifted level, within its own variances' fit
+    assert model.mu0_[1, 0] - model.mu0_[0, 0] == pytest.approx(100.0, abs=0.01)
+
+
+@pytest.mark.parametrize("value", ["flat", None, 1])
+def test_invalid_initial_is_refused_in_one_line(rng, value):
+    X = rng.normal(size=(2, 10, 1))
+    data = SeqData(X, X.copy(), np.ones((2, 10), bool))
+    with pytest.raises(SeqbenchError, match="'initial': expected one of auto, diffuse, "
+                                            "estimated") as err:
+        LocalLevel(initial=value).fit(data)
+    assert "\n" not in str(err.value)
 
 
 # -- registry and estimator contract ----------------------------------------------------------
