@@ -22,7 +22,7 @@ from .store import DEFAULT_STORE
 
 def _cmd_run(args) -> int:
     from .executors import check_cuda_jobs
-    from .report import render_table, summary_table
+    from .report import RUN_COLUMNS, render_table, summary_table
     from .runner import make_executor, run_suite, select_jobs, suite_jobs
     from .store import Store, check_store_path
     from .suite import check_timeout, load_suite
@@ -56,7 +56,7 @@ def _cmd_run(args) -> int:
         summary = run_suite(suite, store, executor, force=args.force,
                             retry_failed=args.retry_failed, log=None if args.quiet else print,
                             timeout=args.timeout, progress=progress, stack=args.stack)
-        df = store.frame(suite.name)
+        df = store.frame(suite.name, columns=RUN_COLUMNS)
     print()
     print(render_table(summary_table(df)))
     # what the table shows: the suite's jobs as stored, this run's and earlier runs'
@@ -146,6 +146,7 @@ def _chosen_suites(store, suite: str | None, command: str, path: str) -> list[st
 
 def _cmd_results(args) -> int:
     from .report import (
+        RUN_COLUMNS,
         incomplete_note,
         render_table,
         setting_names,
@@ -155,7 +156,7 @@ def _cmd_results(args) -> int:
     from .store import Store
 
     with Store(args.store, create=False) as store:
-        frames = [(name, store.frame(name), suite_plan(store, name))
+        frames = [(name, store.frame(name, columns=RUN_COLUMNS), suite_plan(store, name))
                   for name in _chosen_suites(store, args.suite, "results", args.store)]
     if not frames:
         print("(no results)")
@@ -190,7 +191,7 @@ def _cmd_results(args) -> int:
 
 def _cmd_report(args) -> int:
     from .plots import slugs
-    from .report import MANIFEST, check_formats, clear_report, suite_plan, write_report
+    from .report import MANIFEST, check_formats, clear_report, report_inputs, write_report
     from .store import Store
 
     formats = check_formats(tuple(f.strip() for f in args.format.split(",") if f.strip()))
@@ -199,7 +200,7 @@ def _cmd_report(args) -> int:
         if not names:
             raise SeqbenchError(f"report: store {args.store} holds no results "
                                 "(run a suite first)")
-        suites = [(name, store.frame(name), store.suite_text(name), suite_plan(store, name))
+        suites = [(name, store.suite_text(name), *report_inputs(store, name))
                   for name in names]
     dirs = slugs(str(name) for name, *_ in suites)
     if len(suites) > 1:  # one folder per suite: an earlier report's files at the top go
@@ -208,10 +209,11 @@ def _cmd_report(args) -> int:
         except OSError as exc:
             raise SeqbenchError(f"report: --out {args.out}: cannot write there: "
                                 f"{exc.strerror or exc}") from None
-    for name, df, suite_text, plan in suites:
+    for name, suite_text, df, plan, points in suites:
         out = Path(args.out) if len(suites) == 1 else Path(args.out) / dirs[str(name)]
         text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
-                                   formats=formats, plots=not args.no_plots, plan=plan)
+                                   formats=formats, plots=not args.no_plots, plan=plan,
+                                   points=points)
         print(text)
         html = [f for f in files if f.name == "report.html"]
         print(f"\nwrote {len(files)} files to {out}"

@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .data import normalised_score
 from .errors import SeqbenchError
+from .store import json_value
 from .suite import display_name
 
 
@@ -93,6 +93,20 @@ def suite_plan(store, suite: str) -> pd.DataFrame | None:
     return setting_names(plan)
 
 
+def report_inputs(store, suite: str) -> tuple[pd.DataFrame, pd.DataFrame | None,
+                                               pd.DataFrame]:
+    """What :func:`write_report` takes of one suite of an open store: its rows (without
+    ``slices``), its job list (:func:`suite_plan`) and its :func:`lag_points`.
+
+    The slices are read as text and decoded one job at a time into the points, then
+    dropped: nothing else in a report reads them, and a sweep's take gigabytes decoded
+    (a Jane recall job with ``lag_max`` keeps a slice per distinct lag)."""
+    plan = suite_plan(store, suite)
+    df = store.frame(suite, as_text=("slices",))
+    points = lag_points(df, plan)
+    return df.drop(columns=["slices"]), plan, points
+
+
 def incomplete_note(plan: pd.DataFrame | None, suite: str) -> str | None:
     """One line saying how many of the suite's current jobs have no result yet (a run
     that was stopped, or not yet run since the suite was edited); None when every job
@@ -124,6 +138,14 @@ def _layout(df: pd.DataFrame, plan: pd.DataFrame | None) -> tuple[list, list]:
     both = pd.concat([df[[c for c in cols if c in df.columns]], plan[cols]], ignore_index=True)
     return (in_order(both, "setting", "task_order"),
             in_order(both, "model_name", "model_order"))
+
+
+#: The store columns (:meth:`seqbench.store.Store.frame`'s ``columns``) that
+#: :func:`summary_table`, :func:`runs_frame`, :func:`load_results` and ``seqbench results``
+#: read: no slices, curves or diagnostics, which a large sweep holds gigabytes of.
+RUN_COLUMNS = ["suite", "task", "task_label", "task_sweep", "model", "model_label",
+               "model_sweep", "seed", "status", "error", "metric", "higher_is_better", "score",
+               "chance", "oracle", "normalised", "n_params", "device"]
 
 
 def summary_table(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -210,7 +232,8 @@ def t_interval(values, level: float = CONFIDENCE) -> tuple[float, float, float]:
     deviation (ddof=1). With fewer than two values the half-width and ``s`` are NaN
     (no interval is shown).
     """
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    x = np.asarray(values, dtype=float)  # None as NaN
+    x = x[np.isfinite(x)]
     n = len(x)
     if n == 0:
         return float("nan"), float("nan"), float("nan")
@@ -218,8 +241,14 @@ def t_interval(values, level: float = CONFIDENCE) -> tuple[float, float, float]:
     if n < 2:
         return mean, float("nan"), float("nan")
     s = float(x.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * s / np.sqrt(n))
+    half = float(_t_quantile(0.5 + level / 2, n - 1) * s / np.sqrt(n))
     return mean, half, s
+
+
+@functools.cache
+def _t_quantile(q: float, dof: int) -> float:
+    """Student t quantile (one per seed count: a report takes thousands of intervals)."""
+    return stats.t.ppf(q, dof)
 
 
 def _best_of(row) -> float:
@@ -563,50 +592,92 @@ def lag_points(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFra
     parameter a task sweeps is read from the suite's job list (``plan``, see
     :func:`swept_jobs`) where given, so a sweep only one of whose values has finished
     still counts.
+
+    Rows of a swept parameter come first, one per job, then the per-lag slices, one per
+    job and lag. ``df["slices"]`` may hold the stored JSON text
+    (:meth:`seqbench.store.Store.frame` with ``as_text=("slices",)``): each row's is
+    decoded in turn, and only its scores kept.
     """
     cols = ["family", "dep", "model_name", "seed", "lag", "score", "normalised", "chance",
             "best", "metric", "higher_is_better"]
     if df.empty:
         return pd.DataFrame(columns=cols)
-    df = setting_names(df)
-    ok = df[df["status"] == "ok"]
     deps = _dep_params(_job_list(df, plan))
-    rows = []
-    # 1. a swept dependency parameter: the family is the task label and its other sweeps
-    swept_rows = set()
-    for idx, r in ok.iterrows():
+    ok = setting_names(df[df["status"] == "ok"])
+    swept = []  # a point per job
+    sliced = []  # (job, slice column, lags, scores) per job
+    for r in ok.to_dict("records"):
         dep = deps.get(r["task_label"])
         sweep = r["task_sweep"] or {}
-        if dep is None or dep not in sweep:
+        # 1. a swept dependency parameter: the family is the task label and its other sweeps
+        if dep is not None and dep in sweep:
+            swept.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
+                          "model_name": r["model_name"], "seed": r["seed"],
+                          "lag": float(sweep[dep]), "score": r["score"],
+                          "normalised": r["normalised"], "chance": r["chance"],
+                          "best": _best_of(r), "metric": r["metric"],
+                          "higher_is_better": bool(r["higher_is_better"])})
             continue
-        swept_rows.add(idx)
-        rows.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
-                     "model_name": r["model_name"], "seed": r["seed"],
-                     "lag": float(sweep[dep]), "score": r["score"],
-                     "normalised": r["normalised"], "chance": r["chance"],
-                     "best": _best_of(r), "metric": r["metric"],
-                     "higher_is_better": bool(r["higher_is_better"])})
-    # 2. per-lag slices of one setting (a spread of lags within the data)
-    for idx, r in ok.iterrows():
-        if idx in swept_rows or not isinstance(r["slices"], dict):
+        # 2. per-lag slices of one setting (a spread of lags within the data)
+        found = _lag_slice(json_value(r["slices"]), r["metric"])
+        if found is not None:
+            sliced.append((r, *found))
+    parts = [pd.DataFrame(swept, columns=cols)] if swept else []
+    if sliced:
+        parts.append(_slice_points(sliced, cols))
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+
+
+def _lag_slice(slices, metric: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """The first of :data:`DEPENDENCY_SLICES` with at least two values in one job's
+    ``slices``: its name, the lags and the scores of ``metric`` there (lags without that
+    metric left out); None when the job has none."""
+    if not isinstance(slices, dict):
+        return None
+    for col in DEPENDENCY_SLICES:
+        sl = slices.get(col)
+        if not isinstance(sl, dict) or len(sl) < 2:
             continue
-        for col in DEPENDENCY_SLICES:
-            sl = r["slices"].get(col)
-            if not isinstance(sl, dict) or len(sl) < 2:
-                continue
-            best = _best_of(r)
-            for key, metrics in sl.items():
-                score = (metrics or {}).get(r["metric"])
-                if score is None:
-                    continue
-                rows.append({"family": f"{r['setting']} (per {col})", "dep": col,
-                             "model_name": r["model_name"], "seed": r["seed"],
-                             "lag": float(key), "score": float(score),
-                             "normalised": normalised_score(float(score), r["chance"], best),
-                             "chance": r["chance"], "best": best, "metric": r["metric"],
-                             "higher_is_better": bool(r["higher_is_better"])})
-            break
-    return pd.DataFrame(rows, columns=cols)
+        lags, scores = [], []
+        for key, metrics in sl.items():
+            score = (metrics or {}).get(metric)
+            if score is not None:
+                lags.append(float(key))
+                scores.append(float(score))
+        return col, np.array(lags, dtype=float), np.array(scores, dtype=float)
+    return None
+
+
+def _slice_points(sliced: list[tuple[dict, str, np.ndarray, np.ndarray]],
+                  cols: list[str]) -> pd.DataFrame:
+    """The points of :func:`lag_points`'s per-lag slices: ``sliced`` holds (job row, slice
+    column, lags, scores) per job; each job's fields are repeated over its lags."""
+    n = [len(lags) for _, _, lags, _ in sliced]
+
+    def each(values, dtype=object) -> np.ndarray:  # one value per job, repeated per lag
+        return np.repeat(np.array(values, dtype=dtype), n)
+
+    jobs = [r for r, *_ in sliced]
+    chance = each([r["chance"] for r in jobs], float)
+    best = each([_best_of(r) for r in jobs], float)
+    score = np.concatenate([scores for *_, scores in sliced])
+    span = best - chance
+    with np.errstate(divide="ignore", invalid="ignore"):  # as data.normalised_score
+        normalised = np.where((span != 0) & np.isfinite(score), (score - chance) / span,
+                              np.nan)
+    columns = {
+        "family": each([f"{r['setting']} (per {col})" for r, col, *_ in sliced]),
+        "dep": each([col for _, col, *_ in sliced]),
+        "model_name": each([r["model_name"] for r in jobs]),
+        "seed": each([r["seed"] for r in jobs], None),
+        "lag": np.concatenate([lags for _, _, lags, _ in sliced]),
+        "score": score, "normalised": normalised, "chance": chance, "best": best,
+        "metric": each([r["metric"] for r in jobs]),
+        "higher_is_better": each([bool(r["higher_is_better"]) for r in jobs], bool),
+    }
+    return pd.DataFrame(columns, columns=cols, copy=False)
 
 
 def _missing_lags(jobs: pd.DataFrame, dep: str) -> str:
@@ -660,12 +731,13 @@ def memory_horizons(df: pd.DataFrame, level: float = HORIZON_LEVEL,
             "planned_lags"]
     if pts.empty and jobs.empty:
         return pd.DataFrame(columns=cols)
-    by_pts = {k: g for k, g in pts.groupby(["family", "model_name"], sort=False)}
+    # each group's rows, taken one group at a time (the points can be millions)
+    in_pts = pts.groupby(["family", "model_name"], sort=False).indices
     by_jobs = {k: g for k, g in jobs.groupby(["family", "model_name"], sort=False)}
     out = []
-    for key in dict.fromkeys([*by_jobs, *by_pts]):
+    for key in dict.fromkeys([*by_jobs, *sorted(in_pts, key=lambda k: in_pts[k][0])]):
         family, model = key
-        sub = by_pts.get(key, pts.iloc[:0])
+        sub = pts.iloc[in_pts.get(key, [])]
         planned = by_jobs.get(key, jobs.iloc[:0])
         dep = (sub if len(sub) else planned)["dep"].iloc[0]
         missing = _missing_lags(planned, dep) if len(planned) else ""
@@ -780,7 +852,7 @@ def load_results(path: str | Path, suite: str | None = None) -> pd.DataFrame:
         with Store(p, create=False) as store:
             names = store.suite_names()
             _check_suite(path, "store", names, suite)
-            df = store.frame(suite)
+            df = store.frame(suite, columns=RUN_COLUMNS)
             name = suite if suite is not None else (names[0] if names else None)
             note = incomplete_note(suite_plan(store, name), name) if name else None
         named = setting_names(df) if not df.empty else df
@@ -1158,14 +1230,16 @@ TABLE_FORMATS = ("md", "csv", "tex", "html")
 
 
 def suite_report(df: pd.DataFrame, plan: pd.DataFrame | None = None,
-                 suite: str = "") -> dict:
+                 suite: str = "", points: pd.DataFrame | None = None) -> dict:
     """Every number of one suite's report: ``cells``, ``tables`` (wide display tables),
     ``points`` (score against lag), ``horizons``, ``horizon_table``, ``friedman`` and
     ``incomplete`` (:func:`incomplete_note`: None, or the line saying how many of the
     suite's jobs have no result yet). ``plan``: the suite's job list
-    (:func:`suite_plan`), which lets the tables and horizons show what has not run."""
+    (:func:`suite_plan`), which lets the tables and horizons show what has not run.
+    ``points``: :func:`lag_points` of ``df`` and ``plan`` when the caller has them
+    already (then ``df`` needs no ``slices``)."""
     cells = cell_stats(df)
-    points = lag_points(df, plan)
+    points = lag_points(df, plan) if points is None else points
     fr = friedman_nemenyi(cells)
     hz = memory_horizons(df, plan=plan, points=points)
     return {"cells": cells, "tables": wide_tables(cells, plan, fr), "points": points,
@@ -1205,13 +1279,17 @@ def write_report(
     formats: tuple[str, ...] = TABLE_FORMATS,
     plots: bool = True,
     plan: pd.DataFrame | None = None,
+    points: pd.DataFrame | None = None,
 ) -> tuple[str, list[Path]]:
     """Write one suite's report into ``out_dir``; return the terminal text and the files.
 
     ``plan``: the suite's job list (:func:`suite_plan`); with it, jobs that have no
     result yet are reported as such (a line at the top of the terminal text,
     ``report.md``, ``tables.tex`` and ``report.html``, ``not run`` cells, and the lags
-    each memory horizon lacks).
+    each memory horizon lacks). ``points``: :func:`lag_points` of ``df`` and ``plan``
+    when the caller has them already; ``df`` then needs no ``slices`` (the report of a
+    large sweep: the points from a frame with the slices as text, the report from the
+    frame without them).
 
     Files, by ``formats``: ``md``: ``report.md`` (every table); ``tex``: ``tables.tex``;
     ``csv``: the numbers, ``cells.csv`` per cell, ``runs.csv`` per finished job and
@@ -1237,7 +1315,7 @@ def write_report(
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         text, files = _write_report(df, staging, suite=suite, suite_text=suite_text,
-                                    formats=formats, plots=plots, plan=plan)
+                                    formats=formats, plots=plots, plan=plan, points=points)
         names = [f.relative_to(staging) for f in files]
         out.mkdir(exist_ok=True)
         for name in names:  # nothing is moved unless everything can be
@@ -1309,13 +1387,13 @@ def check_formats(formats: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write_report(df: pd.DataFrame, out: Path, *, suite: str, suite_text: str | None,
-                  formats: tuple[str, ...], plots: bool,
-                  plan: pd.DataFrame | None) -> tuple[str, list[Path]]:
+                  formats: tuple[str, ...], plots: bool, plan: pd.DataFrame | None,
+                  points: pd.DataFrame | None) -> tuple[str, list[Path]]:
     """The body of :func:`write_report`, ``out`` an existing directory."""
     from . import htmlreport
     from . import plots as plotting
 
-    rep = suite_report(df, plan, suite)
+    rep = suite_report(df, plan, suite, points)
     note = rep["incomplete"]
     text = report_text(rep, suite)
     files: list[Path] = []

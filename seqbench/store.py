@@ -328,7 +328,8 @@ class Store:
             self.conn, params=(suite,))
         return None if jobs.empty else self._decode(jobs, ("task_sweep", "model_sweep"))
 
-    def frame(self, suite: str | None = None) -> pd.DataFrame:
+    def frame(self, suite: str | None = None, *, columns: list[str] | None = None,
+              as_text: tuple[str, ...] = ()) -> pd.DataFrame:
         """The rows of one suite (every suite, one after another, if None) as a
         DataFrame, JSON columns decoded.
 
@@ -339,34 +340,60 @@ class Store:
         suite without one gets the rows whose ``suite`` column names it, in the order
         they were written. With ``suite=None`` a job shared by two suites appears once
         per suite.
+
+        ``columns``: only these columns of :data:`COLUMNS` (in that order), for a caller
+        that needs a few: the rest are not read. ``as_text``: JSON columns left as the
+        stored text (None where NULL), for a caller that decodes them one row at a
+        time (:func:`json_value`): a sweep's per-lag slices can take gigabytes decoded
+        at once, a fraction of that as text.
         """
+        for arg, given, accepted in (("columns", columns or (), COLUMNS),
+                                     ("as_text", as_text, JSON_COLUMNS)):
+            unknown = [c for c in given if c not in accepted]
+            if unknown:
+                raise ValueError(f"Store.frame: {arg}: unknown columns {unknown}; "
+                                 f"accepted: {', '.join(accepted)}")
+        names = list(COLUMNS) if columns is None else [c for c in COLUMNS if c in columns]
+        decode = tuple(c for c in JSON_COLUMNS if c in names and c not in as_text)
+        select = "*" if columns is None else ", ".join(names)
         if suite is None:
-            parts = [self.frame(name) for name in self.suite_names()]
+            parts = [self.frame(name, columns=columns, as_text=as_text)
+                     for name in self.suite_names()]
             parts = [p for p in parts if not p.empty]
             if not parts:
-                return self._decode(pd.read_sql_query("SELECT * FROM runs WHERE 0", self.conn))
+                return self._decode(pd.read_sql_query(f"SELECT {select} FROM runs WHERE 0",
+                                                      self.conn), decode)
             return pd.concat(parts, ignore_index=True)
         if suite in self._member_suites():
             members = pd.read_sql_query(
                 "SELECT * FROM suite_jobs WHERE suite = ? ORDER BY position", self.conn,
                 params=(suite,))
+            # the job list's own labels and sweeps stand for those of the rows
+            from_runs = ["hash", *(c for c in names if c not in (*MEMBER_OVERRIDES, "hash"))]
             runs = pd.read_sql_query(
-                "SELECT * FROM runs WHERE hash IN (SELECT hash FROM suite_jobs WHERE suite = ?)",
+                f"SELECT {', '.join(from_runs)} FROM runs "
+                "WHERE hash IN (SELECT hash FROM suite_jobs WHERE suite = ?)",
                 self.conn, params=(suite,))
-            df = members.drop(columns=["digest"]).merge(
-                runs.drop(columns=list(MEMBER_OVERRIDES)), on="hash", how="inner")
+            df = members.drop(columns=["digest"]).merge(runs, on="hash", how="inner")
             df = df.sort_values("position", kind="stable").reset_index(drop=True)
-            df = df[[*COLUMNS, "position", "task_order", "model_order"]]
-            return self._decode(df)
-        df = pd.read_sql_query("SELECT * FROM runs WHERE suite = ? ORDER BY rowid", self.conn,
-                               params=(suite,))
-        return self._decode(df)
+            df = df[[*names, "position", "task_order", "model_order"]]
+            return self._decode(df, decode)
+        df = pd.read_sql_query(f"SELECT {select} FROM runs WHERE suite = ? ORDER BY rowid",
+                               self.conn, params=(suite,))
+        return self._decode(df, decode)
 
     @staticmethod
     def _decode(df: pd.DataFrame, cols: tuple[str, ...] = JSON_COLUMNS) -> pd.DataFrame:
         for col in cols:
             df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else None)
         return df
+
+
+def json_value(text: Any) -> Any:
+    """A JSON column's value from its stored text (None stays None; a value already
+    decoded is returned as it is): what :meth:`Store.frame` leaves as text with
+    ``as_text``, decoded one row at a time."""
+    return json.loads(text) if isinstance(text, str) else text
 
 
 def plain_record(record: dict[str, Any]) -> dict[str, Any]:

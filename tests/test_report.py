@@ -8,6 +8,7 @@ t statistic from their formulas.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -174,6 +175,88 @@ def test_horizon_from_per_lag_slices():
     h0 = 6 + (n0[1] - 0.5) / (n0[1] - n0[2]) * 3
     h1 = 3 + (n1[0] - 0.5) / (n1[0] - n1[1]) * 3
     assert hz["per_seed"].iloc[0] == pytest.approx([h0, h1])
+
+
+def _points_rows():
+    """Jobs for lag_points: a swept lag (two jobs, last in the frame), per-lag slices
+    (one lag without the metric, a NaN score), a setting whose oracle is its chance, and
+    jobs that give no point (failed, one lag, no lag slice)."""
+    def job(i, label, model, seed, slices, status="ok", sweep=None):
+        r = _row(100 + i, "jane-recall", label, {"lag": 3, "lag_max": 9}, sweep or {}, model,
+                 seed, "accuracy", True, 0.6, CHANCE, 1.0, status=status)
+        r["slices"] = slices
+        return r
+
+    lag = {"3": {"accuracy": 1.0}, "6": {"accuracy": 0.55, "n_scored": 4},
+           "9": {"n_scored": 2}}
+    rows = [job(0, "jr", "alpha", 0, {"lag": lag, "first": {"Jane": {"accuracy": 0.5}}}),
+            job(1, "jr", "beta", 1, {"lag": {"4": {"accuracy": 0.1},
+                                             "8": {"accuracy": float("nan")}}}),
+            job(2, "flat", "alpha", 0, {"lag": {"1": {"accuracy": 0.5},
+                                                "2": {"accuracy": 0.7}}}),
+            job(3, "jr", "gamma", 0, {"lag": lag}, status="failed"),
+            job(4, "jr", "gamma", 1, {"lag": {"3": {"accuracy": 0.9}}}),
+            job(5, "jr", "gamma", 2, {"first": {"Jane": {"accuracy": 0.5}}}),
+            job(6, "jane", "alpha", 0, {"lag": lag}, sweep={"lag": 2}),
+            job(7, "jane", "alpha", 0, {"lag": lag}, sweep={"lag": 5})]
+    rows[2]["chance"] = rows[2]["oracle"] = 0.5  # best = chance: nothing to normalise by
+    rows[6]["score"], rows[6]["normalised"] = 0.9, 8 / 9
+    return rows
+
+
+def test_lag_points_of_swept_and_sliced_jobs_by_hand():
+    def point(family, model, seed, lag, score, normalised, chance=CHANCE, best=1.0):
+        return {"family": family, "dep": "lag", "model_name": model, "seed": seed,
+                "lag": lag, "score": score, "normalised": normalised, "chance": chance,
+                "best": best, "metric": "accuracy", "higher_is_better": True}
+
+    nan = float("nan")
+    want = pd.DataFrame([
+        point("jane", "alpha", 0, 2.0, 0.9, 8 / 9),  # the swept parameter first
+        point("jane", "alpha", 0, 5.0, 0.6, (0.6 - CHANCE) / 0.9),
+        point("jr (per lag)", "alpha", 0, 3.0, 1.0, (1.0 - CHANCE) / 0.9),
+        point("jr (per lag)", "alpha", 0, 6.0, 0.55, (0.55 - CHANCE) / 0.9),
+        point("jr (per lag)", "beta", 1, 4.0, 0.1, 0.0),
+        point("jr (per lag)", "beta", 1, 8.0, nan, nan),
+        point("flat (per lag)", "alpha", 0, 1.0, 0.5, nan, chance=0.5, best=0.5),
+        point("flat (per lag)", "alpha", 0, 2.0, 0.7, nan, chance=0.5, best=0.5),
+    ])
+    rows = _points_rows()
+    got = report.lag_points(pd.DataFrame(rows))
+    pd.testing.assert_frame_equal(got, want, rtol=0, atol=1e-15)
+    # the slices as the store keeps them, JSON text decoded row by row: the same points
+    for r in rows:
+        r["slices"] = json.dumps(r["slices"])
+    pd.testing.assert_frame_equal(report.lag_points(pd.DataFrame(rows)), got, check_exact=True)
+    # no job with a lag: no points, the columns named
+    assert list(report.lag_points(pd.DataFrame(rows[3:6]))) == list(want)
+
+
+def test_a_report_from_points_and_rows_without_slices_is_the_same_report(tmp_path):
+    rows = _points_rows() + hand_rows()[:12]
+    path = make_store(tmp_path / "s.sqlite", rows)
+    with Store(path, create=False) as store:
+        full, plan = store.frame("hand"), report.suite_plan(store, "hand")
+        df, plan_too, points = report.report_inputs(store, "hand")
+    assert "slices" not in df and len(df) == len(full) == len(rows)
+    pd.testing.assert_frame_equal(df, full.drop(columns=["slices"]))
+    assert (plan is None) == (plan_too is None)
+    pd.testing.assert_frame_equal(points, report.lag_points(full, plan), check_exact=True)
+    assert len(points) == 8 + 9  # and alpha's 9 jobs at lags 2, 5 and 10
+    text, files = report.write_report(full, tmp_path / "a", suite="hand", plots=False)
+    text_too, _ = report.write_report(df, tmp_path / "b", suite="hand", plots=False,
+                                      points=points)
+    assert text_too == text
+    for f in files:
+        if f.name != "report.html":  # the time it was written differs
+            assert (tmp_path / "b" / f.name).read_text() == f.read_text(), f.name
+
+
+def test_t_interval_leaves_out_missing_and_non_finite_values():
+    assert report.t_interval([0.2, None, float("nan"), 0.4, float("inf"), 0.9]) \
+        == report.t_interval([0.2, 0.4, 0.9])
+    mean, half, sd = report.t_interval(pd.Series([0.2, 0.4, 0.9]))
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * sd / math.sqrt(3), rel=1e-15)
 
 
 def test_friedman_against_rank_sum_formula_and_scipy(frame):
@@ -659,3 +742,4 @@ def test_every_model_of_a_figure_gets_its_own_colour(n):
 
     colors = model_colors([f"m{i}" for i in range(n)])
     assert len(colors) == n and len(set(colors.values())) == n
+

@@ -21,7 +21,7 @@ from scipy import stats
 from seqbench import report
 from seqbench.cli import main
 from seqbench.runner import stopped_record
-from seqbench.store import Store
+from seqbench.store import Store, json_value
 from seqbench.suite import parse_suite
 
 SUITE = """
@@ -423,6 +423,38 @@ def test_report_out_and_format_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert "--format: expected one or more of md, csv, tex, html" in err
         assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("job_list", [True, False])
+def test_frame_reads_the_columns_asked_for_with_the_values_of_the_whole_row(tmp_path, job_list):
+    """frame(columns=...) equals the whole frame's columns (in the store's column order,
+    the job list's labels); as_text leaves JSON columns as the text they decode from."""
+    store = tmp_path / "s.sqlite"
+    run(tmp_path, store, label="ar-renamed")
+    if not job_list:  # a store written before suite_jobs existed
+        con = sqlite3.connect(store)
+        con.execute("DROP TABLE suite_jobs")
+        con.commit()
+        con.close()
+    extra = ["position", "task_order", "model_order"] if job_list else []
+    with Store(store, create=False) as s:
+        for suite in ("tiny", None):
+            full = s.frame(suite)
+            some = s.frame(suite, columns=["slices", "score", "model_label", "seed"])
+            assert list(some) == ["model_label", "seed", "score", "slices", *extra]
+            pd.testing.assert_frame_equal(some, full[list(some)])
+            assert set(some["model_label"]) == {"chance", "ar-renamed"}
+            text = s.frame(suite, as_text=("slices", "curve"))
+            pd.testing.assert_frame_equal(text.drop(columns=["slices", "curve"]),
+                                          full.drop(columns=["slices", "curve"]))
+            for col in ("slices", "curve"):
+                assert all(isinstance(t, str) for t in text[col])
+                assert [json.loads(t) for t in text[col]] == list(full[col])
+                assert [json_value(t) for t in text[col]] == list(full[col])
+        with pytest.raises(ValueError, match=r"columns: unknown columns \['scroe'\]"):
+            s.frame("tiny", columns=["score", "scroe"])
+        with pytest.raises(ValueError, match=r"as_text: unknown columns \['score'\]"):
+            s.frame("tiny", as_text=("score",))
 
 
 def test_store_json_columns_round_trip(tmp_path):
