@@ -9,6 +9,7 @@ import datetime as _dt
 import html
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 STYLE = """
@@ -44,12 +45,28 @@ def image_html(png: Path, title: str) -> str:
             f"<figcaption>{t}</figcaption></figure>")
 
 
+#: a numeric provenance key with more distinct values than this is a per-job measurement
+#: (``rss_start_mb``, ``peak_growth_mb``): summarised by its range, not listed value by value
+MAX_LISTED_NUMBERS = 3
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Each provenance key and device with its distinct values and how many jobs had each."""
+    """Each provenance key and device with its distinct values and how many jobs had each;
+    a numeric key with more than :data:`MAX_LISTED_NUMBERS` distinct values (a per-job
+    measurement) as its range and median over the jobs that have it."""
     rows = []
     provs = [p for p in df.get("provenance", []) if isinstance(p, dict)]
     keys = list(dict.fromkeys(k for p in provs for k in p))
     for k in keys:
+        values = [p[k] for p in provs if k in p]
+        if all(map(_is_number, values)) and len(set(values)) > MAX_LISTED_NUMBERS:
+            rows.append({"what": k, "value (jobs)": f"{min(values):g} .. {max(values):g}, median "
+                                                    f"{np.median(values):g} ({len(values)})"})
+            continue
         counts = pd.Series([str(p.get(k)) for p in provs]).value_counts()
         rows.append({"what": k, "value (jobs)": "; ".join(f"{v} ({n})" for v, n in counts.items())})
     if "device" in df:

@@ -743,3 +743,17 @@ def test_every_model_of_a_figure_gets_its_own_colour(n):
     colors = model_colors([f"m{i}" for i in range(n)])
     assert len(colors) == n and len(set(colors.values())) == n
 
+
+def test_provenance_lists_settings_and_summarises_per_job_measurements():
+    """A key with a few distinct values is listed value by value with its job counts; a
+    numeric key with more (a per-job measurement such as ``rss_start_mb``) is its range and
+    median, counted over the jobs that have it."""
+    from seqbench.htmlreport import provenance_table
+
+    rss = [300.5, 410.0, 432.7, 440.2, 512.9]
+    provs = [{"torch": "2.13.0+cpu", "threads": 1, "rss_start_mb": v} for v in rss]
+    provs.append({"torch": "2.4.0", "threads": 1})
+    table = provenance_table(pd.DataFrame({"provenance": provs}))["value (jobs)"]
+    assert table["torch"] == "2.13.0+cpu (5); 2.4.0 (1)"
+    assert table["threads"] == "1 (6)"
+    assert table["rss_start_mb"] == f"300.5 .. 512.9, median {np.median(rss):g} (5)"
