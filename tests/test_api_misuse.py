@@ -110,6 +110,7 @@ def test_a_plugin_claiming_a_built_in_name_disables_that_name_only(monkeypatch, 
     monkeypatch.setattr(registry, "entry_points", lambda group: [*real, rival]
                         if group == "seqbench.models" else entry_points(group=group))
     monkeypatch.setattr(registry.models, "_eps", None)
+    monkeypatch.setattr(registry.models, "_clashes", {})  # restored after, as _eps is
     monkeypatch.setattr(registry.models, "_loaded", {})
     with pytest.raises(SeqbenchError, match=r"'lstm' is registered twice: "
                        r"seqbench.models.recurrent:GRUModel and "
