@@ -531,26 +531,36 @@ def crossing(lags, scores, level: float = HORIZON_LEVEL) -> tuple[float, str]:
     return float(L[-1]), ">="
 
 
-def _dep_params(jobs: pd.DataFrame) -> dict[str, str]:
-    """Task label -> its dependency parameter (:data:`DEPENDENCY_PARAMS`), for each label
-    of ``jobs`` (rows with ``task_label`` and ``task_sweep``) that sweeps one over at least
-    two values."""
+def _dep_params(jobs: pd.DataFrame) -> dict[str, tuple[str, frozenset[str]]]:
+    """Task label -> (its dependency parameter (:data:`DEPENDENCY_PARAMS`), the swept
+    parameters that move with it), for each label of ``jobs`` (rows with ``task_label``
+    and ``task_sweep``) that sweeps one over at least two values. A parameter moves with
+    the dependency one when their values pair one to one over the label's jobs (a ``zip``
+    of the suite file, such as ``lag`` with ``lag_max``): it is part of the lag axis, not
+    a family of its own."""
     out = {}
     if jobs.empty:
         return out
     for label, sub in jobs.groupby("task_label", sort=False):
-        sweeps = sub["task_sweep"].map(lambda d: d or {})
-        keys = set().union(*sweeps) if len(sweeps) else set()
+        sweeps = [d or {} for d in sub["task_sweep"]]
+        keys = set().union(*sweeps)
+        values = {k: [json.dumps(d.get(k), sort_keys=True) for d in sweeps] for k in keys}
         dep = next((p for p in DEPENDENCY_PARAMS if p in keys
-                    and sweeps.map(lambda d, p=p: d.get(p)).nunique() >= 2), None)
-        if dep is not None:
-            out[label] = dep
+                    and len(set(values[p])) >= 2), None)
+        if dep is None:
+            continue
+        n_dep = len(set(values[dep]))
+        along = frozenset(k for k in keys - {dep} if len(set(values[k])) == n_dep
+                          == len(set(zip(values[dep], values[k]))))
+        out[label] = (dep, along)
     return out
 
 
-def _family(label: str, sweep: dict, dep: str) -> str:
-    """A lag-swept family: the task label and its sweeps other than the dependency one."""
-    return display_name(label, {k: v for k, v in sweep.items() if k != dep})
+def _family(label: str, sweep: dict, dep: str, along: frozenset[str] = frozenset()) -> str:
+    """A lag-swept family: the task label and its sweeps other than the dependency one
+    and those that move with it."""
+    return display_name(label, {k: v for k, v in sweep.items()
+                                if k != dep and k not in along})
 
 
 def _job_list(df: pd.DataFrame, plan: pd.DataFrame | None) -> pd.DataFrame:
@@ -574,12 +584,12 @@ def swept_jobs(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFra
     deps = _dep_params(jobs)
     rows = []
     for _, r in jobs.iterrows():
-        dep = deps.get(r["task_label"])
+        dep, along = deps.get(r["task_label"], (None, frozenset()))
         sweep = r["task_sweep"] or {}
         if dep is None or dep not in sweep:
             continue
         status = r["status"] if isinstance(r["status"], str) else None
-        rows.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
+        rows.append({"family": _family(r["task_label"], sweep, dep, along), "dep": dep,
                      "model_name": r["model_name"], "lag": float(sweep[dep]), "status": status})
     return pd.DataFrame(rows, columns=cols)
 
@@ -607,11 +617,11 @@ def lag_points(df: pd.DataFrame, plan: pd.DataFrame | None = None) -> pd.DataFra
     swept = []  # a point per job
     sliced = []  # (job, slice column, lags, scores) per job
     for r in ok.to_dict("records"):
-        dep = deps.get(r["task_label"])
+        dep, along = deps.get(r["task_label"], (None, frozenset()))
         sweep = r["task_sweep"] or {}
         # 1. a swept dependency parameter: the family is the task label and its other sweeps
         if dep is not None and dep in sweep:
-            swept.append({"family": _family(r["task_label"], sweep, dep), "dep": dep,
+            swept.append({"family": _family(r["task_label"], sweep, dep, along), "dep": dep,
                           "model_name": r["model_name"], "seed": r["seed"],
                           "lag": float(sweep[dep]), "score": r["score"],
                           "normalised": r["normalised"], "chance": r["chance"],

@@ -36,10 +36,13 @@ would be averaged into one cell, and so are a sweep that lists one value twice a
 column named like one of the tables' own (``task``, ``metric``, ``(chance)``, ...).
 
 A list is a sweep; for a parameter whose default is a tuple or list, a list of lists
-is a sweep and a flat list a single value. A model's own explicit parameter wins over
-a ``[budget]`` key of the same name. Jobs are the product tasks x task sweeps x models x
-model sweeps x seeds; each has a content hash of its canonical spec (independent of
-key order) that the store uses to skip finished work.
+is a sweep and a flat list a single value. The sweeps of one table form a product, except
+those its ``zip`` key names: ``zip = ["lag", "lag_max"]`` advances those sweeps together
+(their lists have equal lengths: ``lag = [10, 20]`` and ``lag_max = [15, 25]`` give the
+two points (10, 15) and (20, 25)); several groups are a list of such lists. A model's own
+explicit parameter wins over a ``[budget]`` key of the same name. Jobs are the product
+tasks x task sweeps x models x model sweeps x seeds; each has a content hash of its
+canonical spec (independent of key order) that the store uses to skip finished work.
 """
 
 from __future__ import annotations
@@ -190,30 +193,67 @@ def _is_sweep(value: Any, default: Any) -> bool:
     return True
 
 
+def _zip_groups(path: str, where: str, zipped: Any) -> list[list[str]]:
+    """The groups of a table's ``zip`` key: a list of parameter names, or a list of such
+    lists; each group at least two names, no name in two groups."""
+    expected = ("expected a list of at least two swept parameter names, or a list of such "
+                f"lists, got {zipped!r}")
+    if not isinstance(zipped, list) or not zipped:
+        raise _err(path, f"{where}.zip", expected)
+    groups = zipped if all(isinstance(g, list) for g in zipped) else [zipped]
+    seen: set[str] = set()
+    for group in groups:
+        if len(group) < 2 or not all(isinstance(k, str) for k in group):
+            raise _err(path, f"{where}.zip", expected)
+        twice = [k for k in group if k in seen or group.count(k) > 1]
+        if twice:
+            raise _err(path, f"{where}.zip", f"parameter {twice[0]!r} is zipped twice")
+        seen.update(group)
+    return groups
+
+
 def _expand(
-    kind: str, name: str, cls: type, params: dict[str, Any], path: str
+    kind: str, name: str, cls: type, params: dict[str, Any], path: str,
+    zipped: list[list[str]] = (),
 ) -> tuple[list[dict], tuple[str, ...]]:
-    """Validate ``params`` against ``cls`` and expand sweeps into a list of parameter dicts;
-    also return the names of the swept parameters."""
+    """Validate ``params`` against ``cls`` and expand sweeps into a list of parameter dicts
+    (the product of the sweeps, each group of ``zipped`` advancing as one); also return
+    the names of the swept parameters."""
     defaults = registry.param_defaults(cls)
     where = f"{kind} {name!r}"
     for key in params:
         if key not in defaults:
             raise _err(path, where, f"unknown parameter {key!r}; accepted: {', '.join(defaults)}")
-    axes = []
+    axes: dict[str, list[tuple]] = {}  # first parameter -> the points of its axis
     swept = []
     for key, value in params.items():
         if _is_sweep(value, defaults[key]):
             swept.append(key)
             if not value:
                 raise _err(path, where, f"parameter {key!r}: an empty list sweeps nothing")
-            axes.append([(key, v) for v in value])
+            axes[key] = [((key, v),) for v in value]
         else:
-            axes.append([(key, value)])
+            axes[key] = [((key, value),)]
     for key, value in params.items():
         if not _finite(value):
             raise _err(path, where, f"parameter {key!r}: expected finite numbers, got {value!r}")
-    grid = [dict(combo) for combo in itertools.product(*axes)]
+    for group in zipped:
+        for key in group:
+            if key not in defaults:
+                raise _err(path, where, f"zip: unknown parameter {key!r}; accepted: "
+                           f"{', '.join(defaults)}")
+            if key not in swept:
+                raise _err(path, where, f"zip: parameter {key!r} is not a sweep (a list) "
+                           "of this table")
+        sizes = {key: len(params[key]) for key in group}
+        if len(set(sizes.values())) > 1:
+            raise _err(path, where, "zip: zipped sweeps need lists of one length, got "
+                       + ", ".join(f"{k} {n}" for k, n in sizes.items()))
+        axes[group[0]] = [sum(points, ()) for points in zip(*(axes[k] for k in group))]
+        for key in group[1:]:
+            del axes[key]
+    grid = [dict(pair for point in combo for pair in point)
+            for combo in itertools.product(*axes.values())]
     for combo in grid:
         registry.check_params(kind, name, cls, combo, where=f"suite {path}")
         # the task or model validates its own value ranges now, not at run time
@@ -368,7 +408,8 @@ def parse_suite(text: str, path: str = "<string>") -> Suite:
                 raise _err(path, where, f"{kind} label {label!r} appears twice (also "
                            f"[[{key}]] #{labels[label] + 1}); give each a distinct 'label'")
             labels[label] = i
-            grid, swept = _expand(kind, ename, cls, entry, path)
+            zipped = _zip_groups(path, where, entry.pop("zip")) if "zip" in entry else []
+            grid, swept = _expand(kind, ename, cls, entry, path, zipped)
             out.append(Entry(ename, label, grid, edata, swept))
         _check_display_names(path, key, out)
 

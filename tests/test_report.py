@@ -757,3 +757,19 @@ def test_provenance_lists_settings_and_summarises_per_job_measurements():
     assert table["torch"] == "2.13.0+cpu (5); 2.4.0 (1)"
     assert table["threads"] == "1 (6)"
     assert table["rss_start_mb"] == f"300.5 .. 512.9, median {np.median(rss):g} (5)"
+
+
+def test_a_parameter_zipped_with_the_lag_is_part_of_the_lag_axis():
+    """``lag`` zipped with ``lag_max`` (one lag_max per lag) makes one family over the lags;
+    ``lag_max`` swept as a product (two per lag) makes a family per lag_max value."""
+    def rows(pairs):
+        return [_row(i, "jane-recall", "jane", {"lag": lag, "lag_max": top},
+                     {"lag": lag, "lag_max": top}, "alpha", 0, "accuracy", True, 0.5,
+                     CHANCE, 1.0) for i, (lag, top) in enumerate(pairs)]
+
+    zipped = report.lag_points(pd.DataFrame(rows([(2, 4), (5, 7), (10, 12)])))
+    assert list(zipped["family"]) == ["jane"] * 3 and list(zipped["lag"]) == [2, 5, 10]
+    product = report.lag_points(pd.DataFrame(rows([(2, 12), (5, 12), (2, 20), (5, 20)])))
+    assert sorted(set(product["family"])) == ["jane lag_max=12", "jane lag_max=20"]
+    planned = report.swept_jobs(pd.DataFrame(rows([(2, 4), (5, 7), (10, 12)])))
+    assert set(planned["family"]) == {"jane"} and len(planned) == 3

@@ -69,6 +69,32 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     assert canonical_hash(spec) == lstm["hash"]
 
 
+def test_zip_advances_sweeps_together_and_the_rest_form_a_product():
+    """``zip`` pairs the i-th values of its sweeps; other sweeps of the table multiply them;
+    several groups are each their own axis; a zipped point is the same job (hash) as that
+    point written without sweeps."""
+    def chance_jobs(text):
+        return [j for j in parse_suite(text, "z.toml").jobs()
+                if j["model"] == "chance" and j["seed"] == 0]
+
+    zipped = SUITE.replace("lag = [2, 5]\nn_names = 4", 'lag = [2, 5, 9]\nlag_max = [4, 7, 12]\n'
+                           'n_names = [4, 6]\nzip = ["lag_max", "lag"]')
+    jobs = chance_jobs(zipped)
+    points = sorted((j["task_sweep"]["lag"], j["task_sweep"]["lag_max"],
+                     j["task_sweep"]["n_names"]) for j in jobs)
+    assert points == [(lag, lag_max, n) for lag, lag_max in ((2, 4), (5, 7), (9, 12))
+                      for n in (4, 6)]
+    single = SUITE.replace("lag = [2, 5]\nn_names = 4", "lag = 9\nlag_max = 12\nn_names = 6")
+    (alone,) = chance_jobs(single)
+    assert alone["hash"] in {j["hash"] for j in jobs}
+    two = SUITE.replace("lag = [2, 5]\nn_names = 4", 'lag = [2, 5]\nlag_max = [4, 7]\n'
+                        'n_names = [4, 6]\nn_filler = [20, 30]\n'
+                        'zip = [["lag", "lag_max"], ["n_names", "n_filler"]]')
+    pts = {tuple(j["task_sweep"][k] for k in ("lag", "lag_max", "n_names", "n_filler"))
+           for j in chance_jobs(two)}
+    assert pts == {(2, 4, 4, 20), (2, 4, 6, 30), (5, 7, 4, 20), (5, 7, 6, 30)}
+
+
 @pytest.mark.parametrize("edit, message", [
     (('name = "lstm"', 'name = "lstn"'), "unknown model 'lstn'; available: .*lstm"),
     (("hidden_size = 8", "hiden_size = 8"),
@@ -115,6 +141,18 @@ def test_sweeps_expand_and_hashes_ignore_key_order(tmp_path):
     (('name = "chance"', 'name = "chance"\nlabel = "task"'), "'task' is one of"),
     (("lag = [2, 5]", "lag = [2, 5]\nlag_max = [4, 6, 3]"), r"task 'jane-recall': at the "
      r"sweep's point lag=5 lag_max=4: parameter 'lag_max': expected None or an int >= lag"),
+    (("lag = [2, 5]", 'lag = [2, 5]\nlag_max = [4, 6, 8]\nzip = ["lag", "lag_max"]'),
+     "zip: zipped sweeps need lists of one length, got lag 2, lag_max 3"),
+    (("lag = [2, 5]", 'lag = [2, 5]\nlag_max = 6\nzip = ["lag", "lag_max"]'),
+     "zip: parameter 'lag_max' is not a sweep"),
+    (("lag = [2, 5]", 'lag = [2, 5]\nzip = ["lag", "lagmax"]'),
+     "zip: unknown parameter 'lagmax'; accepted: "),
+    (("lag = [2, 5]", 'lag = [2, 5]\nzip = ["lag"]'),
+     r"\[\[task\]\] #1.zip: expected a list of at least two swept parameter names"),
+    (("lag = [2, 5]", 'lag = [2, 5]\nzip = [["lag", "n_names"], ["lag", "lag_max"]]'),
+     r"\[\[task\]\] #1.zip: parameter 'lag' is zipped twice"),
+    (("lag = [2, 5]", 'lag = [2, 5]\nlag_max = [3, 4]\nzip = ["lag", "lag_max"]'),
+     r"at the sweep's point lag=5 lag_max=4: parameter 'lag_max'"),
 ])
 def test_bad_suites_give_one_line_exit_2_and_leave_the_store_alone(tmp_path, capsys, edit, message):
     store = tmp_path / "store.sqlite"
