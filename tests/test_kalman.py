@@ -13,7 +13,7 @@ from sklearn.base import clone
 
 import seqbench as sb
 from seqbench.data import SeqData
-from seqbench.errors import IncompatibleError, SeqbenchError
+from seqbench.errors import DivergedError, IncompatibleError, SeqbenchError
 from seqbench.models.kalman import (
     ConstantVelocity,
     LDSModel,
@@ -704,6 +704,20 @@ def test_initial_diffuse_keeps_the_diffuse_start_and_auto_needs_10_sequences(rng
         np.testing.assert_allclose(pred[i], mu[:, 0, 0], rtol=1e-7, atol=1e-7)
     assert np.abs(auto.predict(data.X)[..., 0] - pred).max() > 0.01
     assert diffuse.n_parameters() == 2 and auto.n_parameters() == 2 + 5
+
+
+def test_a_constant_series_keeps_the_diffuse_start_under_auto():
+    """20 constant sequences determine no start (no noise to weigh the observations by):
+    "auto" falls back to the diffuse start and predicts the constant, "estimated" says so
+    in one line."""
+    X = np.full((20, 30, 1), 3.0)
+    data = SeqData(X, X.copy(), np.ones((20, 30), bool))
+    for cls in (LocalLevel, LocalLinearTrend, ConstantVelocity):
+        model = cls().fit(data)
+        assert model.initial_ == "diffuse"
+        np.testing.assert_allclose(model.predict(X), X, rtol=1e-6)
+        with pytest.raises(DivergedError, match="do not determine the initial state"):
+            cls(initial="estimated").fit(data)
 
 
 def test_estimated_start_over_chunks_and_dimensions(rng):

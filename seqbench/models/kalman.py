@@ -1124,7 +1124,8 @@ class StructuralModel(SeqModel):
           chunks (on cv-track EM took 21 to 125 passes to gain less than 1e-13 of the
           log-likelihood per pass, and stopped 2e-6 short of it in P0).
         * ``"auto"`` (default): ``"estimated"`` when the training data hold at least
-          ``AUTO_MIN_SEQUENCES`` (10) sequences, else ``"diffuse"``. On cv-track (2
+          ``AUTO_MIN_SEQUENCES`` (10) sequences and determine the start (a constant
+          series does not: ``"estimated"`` raises there), else ``"diffuse"``. On cv-track (2
           states, 5 parameters in mu0 and P0) the estimated start lost to the diffuse
           one on average with 2 or 3 training sequences, won in 90 to 95% of 20 draws
           with 5 and in all of them from 8 on; single-series tasks (Nile, sunspots)
@@ -1240,14 +1241,14 @@ class StructuralModel(SeqModel):
         p = self.params_of(var, scale, np.zeros(n), P_ref)
         x0 = np.empty((N, n))  # E[s_0 | Y_i] under the reference prior
         P = None
-        for idx, _, sm in self._filter_series(p, y, smooth=True):
-            x0[idx] = sm.x[:, 0]
-            P = sm.P[0, 0]  # one pattern: Cov(s_0 | Y_i), the same for every chunk
         name = type(self).__name__
-        P_inv = np.linalg.inv(P)
         try:
+            for idx, _, sm in self._filter_series(p, y, smooth=True):
+                x0[idx] = sm.x[:, 0]
+                P = sm.P[0, 0]  # one pattern: Cov(s_0 | Y_i), the same for every chunk
+            P_inv = np.linalg.inv(P)
             L = np.linalg.cholesky(np.linalg.inv(_sym(P_inv - np.linalg.inv(P_ref))))  # M = L L'
-        except np.linalg.LinAlgError as exc:
+        except np.linalg.LinAlgError as exc:  # e.g. a constant series: no noise to weigh
             raise DivergedError(f"{name}: the sequences do not determine the initial state "
                                 f"(singular information matrix)") from exc
         M = L @ L.T
@@ -1306,9 +1307,16 @@ class StructuralModel(SeqModel):
         if initial == "auto":
             initial = "estimated" if N >= self.AUTO_MIN_SEQUENCES else "diffuse"
         self.initial_ = initial
+        fits = None
         if initial == "estimated":
-            fits = [self._fit_initial(self.sigma2_[d], data.X[:, :, d], self.scale_[d])
-                    for d in range(Dx)]
+            try:
+                fits = [self._fit_initial(self.sigma2_[d], data.X[:, :, d], self.scale_[d])
+                        for d in range(Dx)]
+            except DivergedError:
+                if self.initial != "auto":
+                    raise
+                self.initial_ = "diffuse"  # "auto" where the data cannot pin the start down
+        if fits is not None:
             self.mu0_ = np.stack([mu0 for mu0, _ in fits])  # (D, n)
             self.P0_ = np.stack([P0 for _, P0 in fits])  # (D, n, n)
             self.loglik_ = float(sum(
