@@ -31,6 +31,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never a window
+    # the same figure gives the same SVG bytes on every run (its element ids are salted
+    # hashes, by default salted afresh in each process)
+    matplotlib.rcParams["svg.hashsalt"] = "seqbench"
     import matplotlib.pyplot as plt
 
     return plt
@@ -69,7 +72,7 @@ def _save(fig, out_dir: Path, name: str, title: str) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     png, svg = out_dir / f"{name}.png", out_dir / f"{name}.svg"
     fig.savefig(png, dpi=110, bbox_inches="tight")
-    fig.savefig(svg, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight", metadata={"Date": None})  # no date: reproducible
     plt.close(fig)
     return {"name": name, "title": title, "png": png, "svg": svg}
 
@@ -323,7 +326,17 @@ def plot_cd_diagram(fr: dict, out_dir: Path) -> list[dict]:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.5 + 0.35 * len(fr["models"])))
-    sp.critical_difference_diagram(fr["mean_ranks"], fr["nemenyi"], ax=ax)
+    # drawn with the models numbered, then named: scikit-posthocs groups the labels in
+    # sets, whose order for strings changes from one process to the next (and so would the
+    # file's bytes); for ints it does not
+    names = list(fr["mean_ranks"].index)
+    ranks = pd.Series(fr["mean_ranks"].to_numpy(), index=range(len(names)))
+    sig = fr["nemenyi"].loc[names, names].set_axis(ranks.index, axis=0).set_axis(
+        ranks.index, axis=1)
+    sp.critical_difference_diagram(ranks, sig, ax=ax, label_fmt_left="#{label}# ({rank:.2g})",
+                                   label_fmt_right="({rank:.2g}) #{label}#")
+    for text in ax.texts:
+        text.set_text(re.sub(r"#(\d+)#", lambda m: names[int(m.group(1))], text.get_text()))
     ax.set_title(f"mean rank over {fr['n_blocks']} task settings "
                  f"(Friedman p = {fr['pvalue']:.3g}; bars: no Nemenyi difference at 0.05)",
                  fontsize=9)

@@ -15,6 +15,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -773,3 +774,42 @@ def test_a_parameter_zipped_with_the_lag_is_part_of_the_lag_axis():
     assert sorted(set(product["family"])) == ["jane lag_max=12", "jane lag_max=20"]
     planned = report.swept_jobs(pd.DataFrame(rows([(2, 4), (5, 7), (10, 12)])))
     assert set(planned["family"]) == {"jane"} and len(planned) == 3
+
+
+_FIGURES = """
+import sys
+from pathlib import Path
+import numpy as np, pandas as pd
+from seqbench import plots
+names = ["lstm", "gru", "rnn", "irnn", "ar", "mlp", "lds", "hmm", "chance"]
+ranks = pd.Series(np.linspace(1.5, 8.5, len(names)), index=names)
+p = pd.DataFrame(0.9, index=names, columns=names)
+p.loc["lstm", "chance"] = p.loc["chance", "lstm"] = 0.01
+fr = {"models": names, "mean_ranks": ranks, "nemenyi": p, "n_blocks": 6, "pvalue": 0.02}
+plots.plot_cd_diagram(fr, Path(sys.argv[1]))
+"""
+
+
+def test_figures_are_the_same_bytes_in_every_process(tmp_path):
+    """The critical-difference diagram (whose drawing groups its labels in sets) and the
+    SVG files (salted element ids, a date) come out byte-identical from two processes with
+    different string hash seeds; the labels still name the models."""
+    outs = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        env.pop("SOURCE_DATE_EPOCH", None)
+        subprocess.run([sys.executable, "-c", _FIGURES, str(out)], check=True, env=env)
+        outs.append(out)
+    for name in ("critical-difference.png", "critical-difference.svg"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    from seqbench import plots
+
+    scope: dict = {}
+    exec(_FIGURES.replace("plots.plot_cd_diagram(fr, Path(sys.argv[1]))", ""), scope)
+    texts = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plots, "_save", lambda fig, *_: texts.extend(
+            t.get_text() for ax in fig.axes for t in ax.texts) or {})
+        plots.plot_cd_diagram(scope["fr"], tmp_path)
+    assert "lstm (1.5)" in texts and "rnn (3.2)" in texts and "(8.5) chance" in texts
