@@ -200,26 +200,26 @@ def _cmd_report(args) -> int:
         if not names:
             raise SeqbenchError(f"report: store {args.store} holds no results "
                                 "(run a suite first)")
-        dirs = slugs(str(name) for name in names)
-        if len(names) > 1:  # one folder per suite: an earlier report's files at the top go
-            try:
-                clear_report(args.out, keep=frozenset(dirs.values()))
-            except OSError as exc:
-                raise SeqbenchError(f"report: --out {args.out}: cannot write there: "
-                                    f"{exc.strerror or exc}") from None
-        for name in names:  # one suite in memory at a time
-            df, plan, points = report_inputs(store, name)
-            out = Path(args.out) if len(names) == 1 else Path(args.out) / dirs[str(name)]
-            text, files = write_report(df, out, suite=str(name),
-                                       suite_text=store.suite_text(name), formats=formats,
-                                       plots=not args.no_plots, plan=plan, points=points)
-            del df, plan, points
-            print(text)
-            html = [f for f in files if f.name == "report.html"]
-            print(f"\nwrote {len(files)} files to {out}"
-                  + (f"; open {html[0]}" if html else ""))
-            print()
-    if len(names) > 1:
+        suites = [(name, store.suite_text(name), *report_inputs(store, name))
+                  for name in names]
+    dirs = slugs(str(name) for name, *_ in suites)
+    if len(suites) > 1:  # one folder per suite: an earlier report's files at the top go
+        try:
+            clear_report(args.out, keep=frozenset(dirs.values()))
+        except OSError as exc:
+            raise SeqbenchError(f"report: --out {args.out}: cannot write there: "
+                                f"{exc.strerror or exc}") from None
+    for name, suite_text, df, plan, points in suites:
+        out = Path(args.out) if len(suites) == 1 else Path(args.out) / dirs[str(name)]
+        text, files = write_report(df, out, suite=str(name), suite_text=suite_text,
+                                   formats=formats, plots=not args.no_plots, plan=plan,
+                                   points=points)
+        print(text)
+        html = [f for f in files if f.name == "report.html"]
+        print(f"\nwrote {len(files)} files to {out}"
+              + (f"; open {html[0]}" if html else ""))
+        print()
+    if len(suites) > 1:
         (Path(args.out) / MANIFEST).write_text(json.dumps({"suites": list(dirs.values())}))
     return 0
 
