@@ -617,3 +617,16 @@ def test_single_step_lds_predicts_every_class_and_scores_the_oracle(seed):
     assert set(pred[:, 0]) == set(range(4))
     acc = task.score(test, pred, None)["metrics"]["accuracy"]
     assert abs(acc - task.spec().oracle) < 5 * np.sqrt(0.2 * 0.8 / test.n)
+
+
+def test_digits_stratified_order_starts_with_different_digits_per_seed():
+    """The interleaving by digit is random too: over 50 seeds the first test image is of
+    at least 8 different digits (a fixed interleave always dealt the most frequent digit,
+    3, first, so a one-image test set was a 3 for every seed)."""
+    from sklearn.datasets import load_digits
+
+    from seqbench.tasks.digits import stratified_order
+
+    digits = load_digits().target
+    firsts = {int(digits[stratified_order(seed)[0]]) for seed in range(50)}
+    assert len(firsts) >= 8

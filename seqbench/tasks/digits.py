@@ -65,18 +65,21 @@ def load_pool() -> tuple[np.ndarray, np.ndarray]:
 
 def stratified_order(seed: int) -> np.ndarray:
     """The pool's images in the order the splits are dealt from, (1797,): shuffled by
-    ``np.random.default_rng(seed)``, then interleaved by digit so that every prefix of
-    length L holds each digit's share of the pool to within one image (the images of a
-    digit that has n of them sit at keys (r + 1/2) / n for its r-th image in shuffled
-    order; equal keys keep the shuffled order)."""
+    ``rng = np.random.default_rng(seed)``, then interleaved by digit so that every prefix
+    of length L holds each digit's share of the pool to within two images: the r-th image
+    (in shuffled order) of a digit that has n images sits at key (r + u) / n, with u drawn
+    uniform in [0, 1) per digit by ``rng`` (so which digits come first changes with the
+    seed); equal keys keep the shuffled order."""
     digits = load_pool()[1]
-    order = np.random.default_rng(seed).permutation(len(digits))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits))
+    offset = rng.random(N_CLASSES)
     shuffled = digits[order]
     rank = np.empty(len(order))
     for digit in np.unique(shuffled):
         members = np.flatnonzero(shuffled == digit)
         rank[members] = np.arange(len(members))
-    key = (rank + 0.5) / np.bincount(digits)[shuffled]
+    key = (rank + offset[shuffled]) / np.bincount(digits, minlength=N_CLASSES)[shuffled]
     return order[np.argsort(key, kind="stable")]
 
 
