@@ -45,9 +45,8 @@ def image_html(png: Path, title: str) -> str:
             f"<figcaption>{t}</figcaption></figure>")
 
 
-#: a numeric provenance key with more distinct values than this is a per-job measurement
-#: (``rss_start_mb``, ``peak_growth_mb``): summarised by its range, not listed value by value
-MAX_LISTED_NUMBERS = 3
+#: provenance keys that are per-job measurements, not settings: summarised by their range
+MEASUREMENTS = ("rss_start_mb", "peak_growth_mb")
 
 
 def _is_number(v) -> bool:
@@ -56,14 +55,14 @@ def _is_number(v) -> bool:
 
 def provenance_table(df: pd.DataFrame) -> pd.DataFrame:
     """Each provenance key and device with its distinct values and how many jobs had each;
-    a numeric key with more than :data:`MAX_LISTED_NUMBERS` distinct values (a per-job
-    measurement) as its range and median over the jobs that have it."""
+    a measurement (:data:`MEASUREMENTS`) as its range and median over the jobs that have
+    it."""
     rows = []
     provs = [p for p in df.get("provenance", []) if isinstance(p, dict)]
     keys = list(dict.fromkeys(k for p in provs for k in p))
     for k in keys:
         values = [p[k] for p in provs if k in p]
-        if all(map(_is_number, values)) and len(set(values)) > MAX_LISTED_NUMBERS:
+        if k in MEASUREMENTS and all(map(_is_number, values)):
             rows.append({"what": k, "value (jobs)": f"{min(values):g} .. {max(values):g}, median "
                                                     f"{np.median(values):g} ({len(values)})"})
             continue

@@ -535,9 +535,10 @@ def _dep_params(jobs: pd.DataFrame) -> dict[str, tuple[str, frozenset[str]]]:
     """Task label -> (its dependency parameter (:data:`DEPENDENCY_PARAMS`), the swept
     parameters that move with it), for each label of ``jobs`` (rows with ``task_label``
     and ``task_sweep``) that sweeps one over at least two values. A parameter moves with
-    the dependency one when their values pair one to one over the label's jobs (a ``zip``
-    of the suite file, such as ``lag`` with ``lag_max``): it is part of the lag axis, not
-    a family of its own."""
+    the dependency one when it takes two values or more and each value of the dependency
+    parameter comes with one of its values over the label's jobs (a ``zip`` of the suite
+    file, such as ``lag`` with ``lag_max``): it is part of the lag axis, not a family of
+    its own."""
     out = {}
     if jobs.empty:
         return out
@@ -550,8 +551,8 @@ def _dep_params(jobs: pd.DataFrame) -> dict[str, tuple[str, frozenset[str]]]:
         if dep is None:
             continue
         n_dep = len(set(values[dep]))
-        along = frozenset(k for k in keys - {dep} if len(set(values[k])) == n_dep
-                          == len(set(zip(values[dep], values[k]))))
+        along = frozenset(k for k in keys - {dep} if len(set(values[k])) >= 2
+                          and len(set(zip(values[dep], values[k]))) == n_dep)
         out[label] = (dep, along)
     return out
 

@@ -347,6 +347,9 @@ class Store:
         time (:func:`json_value`): a sweep's per-lag slices can take gigabytes decoded
         at once, a fraction of that as text.
         """
+        if columns is not None and not columns:
+            raise ValueError("Store.frame: columns: expected at least one column name "
+                             "(None: every column)")
         for arg, given, accepted in (("columns", columns or (), COLUMNS),
                                      ("as_text", as_text, JSON_COLUMNS)):
             unknown = [c for c in given if c not in accepted]

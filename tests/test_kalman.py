@@ -716,8 +716,13 @@ def test_a_constant_series_keeps_the_diffuse_start_under_auto():
         model = cls().fit(data)
         assert model.initial_ == "diffuse"
         np.testing.assert_allclose(model.predict(X), X, rtol=1e-6)
-        with pytest.raises(DivergedError, match="do not determine the initial state"):
+        with pytest.raises(DivergedError, match="cannot estimate the initial state: .* "
+                           "singular .*; use initial='diffuse'"):
             cls(initial="estimated").fit(data)
+    one = SeqData(X[:1, :, :] + np.arange(30)[None, :, None], X[:1].copy(), np.ones((1, 30), bool))
+    with pytest.raises(IncompatibleError, match="needs at least 2 training sequences"):
+        LocalLevel(initial="estimated").fit(one)
+    assert LocalLevel().fit(one).initial_ == "diffuse"
 
 
 def test_estimated_start_over_chunks_and_dimensions(rng):

@@ -746,17 +746,18 @@ def test_every_model_of_a_figure_gets_its_own_colour(n):
 
 
 def test_provenance_lists_settings_and_summarises_per_job_measurements():
-    """A key with a few distinct values is listed value by value with its job counts; a
-    numeric key with more (a per-job measurement such as ``rss_start_mb``) is its range and
-    median, counted over the jobs that have it."""
+    """A setting is listed value by value with its job counts, however many values it has;
+    a per-job measurement (``rss_start_mb``) is its range and median, counted over the jobs
+    that have it."""
     from seqbench.htmlreport import provenance_table
 
     rss = [300.5, 410.0, 432.7, 440.2, 512.9]
-    provs = [{"torch": "2.13.0+cpu", "threads": 1, "rss_start_mb": v} for v in rss]
+    provs = [{"torch": "2.13.0+cpu", "threads": t, "rss_start_mb": v}
+             for t, v in zip((1, 2, 4, 8, 8), rss)]
     provs.append({"torch": "2.4.0", "threads": 1})
     table = provenance_table(pd.DataFrame({"provenance": provs}))["value (jobs)"]
     assert table["torch"] == "2.13.0+cpu (5); 2.4.0 (1)"
-    assert table["threads"] == "1 (6)"
+    assert table["threads"] == "1 (2); 8 (2); 2 (1); 4 (1)"
     assert table["rss_start_mb"] == f"300.5 .. 512.9, median {np.median(rss):g} (5)"
 
 
@@ -770,6 +771,8 @@ def test_a_parameter_zipped_with_the_lag_is_part_of_the_lag_axis():
 
     zipped = report.lag_points(pd.DataFrame(rows([(2, 4), (5, 7), (10, 12)])))
     assert list(zipped["family"]) == ["jane"] * 3 and list(zipped["lag"]) == [2, 5, 10]
+    repeated = report.lag_points(pd.DataFrame(rows([(2, 20), (8, 20), (20, 30)])))
+    assert list(repeated["family"]) == ["jane"] * 3  # a partner value may repeat
     product = report.lag_points(pd.DataFrame(rows([(2, 12), (5, 12), (2, 20), (5, 20)])))
     assert sorted(set(product["family"])) == ["jane lag_max=12", "jane lag_max=20"]
     planned = report.swept_jobs(pd.DataFrame(rows([(2, 4), (5, 7), (10, 12)])))

@@ -455,6 +455,8 @@ def test_frame_reads_the_columns_asked_for_with_the_values_of_the_whole_row(tmp_
             s.frame("tiny", columns=["score", "scroe"])
         with pytest.raises(ValueError, match=r"as_text: unknown columns \['score'\]"):
             s.frame("tiny", as_text=("score",))
+        with pytest.raises(ValueError, match=r"columns: expected at least one column name"):
+            s.frame("tiny", columns=[])
 
 
 def test_store_json_columns_round_trip(tmp_path):

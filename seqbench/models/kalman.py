@@ -1111,8 +1111,9 @@ class StructuralModel(SeqModel):
         * ``"diffuse"``: mu0 = 0, P0 = kappa I, the prior of the variance fit: every
           sequence starts from no knowledge of its state (the only choice with one
           training series, where the start's spread cannot be estimated).
-        * ``"estimated"``: with the fitted variances held fixed, mu0 and P0 maximise the
-          likelihood of all N training sequences, every step included. Given A, C, Q, R
+        * ``"estimated"`` (2 or more training sequences): with the fitted variances held
+          fixed, mu0 and P0 maximise the likelihood of all N training sequences, every
+          step included. Given A, C, Q, R
           the data of sequence i bear on s_0 only through s_hat_i = E[s_0 | Y_i] under a
           flat prior, which is N(s_0, M) with M the same for every sequence (one
           observation pattern); so s_hat_i ~ N(mu0, P0 + M), and the maximum is closed
@@ -1125,7 +1126,8 @@ class StructuralModel(SeqModel):
           log-likelihood per pass, and stopped 2e-6 short of it in P0).
         * ``"auto"`` (default): ``"estimated"`` when the training data hold at least
           ``AUTO_MIN_SEQUENCES`` (10) sequences and determine the start (a constant
-          series does not: ``"estimated"`` raises there), else ``"diffuse"``. On cv-track (2
+          series does not: ``"estimated"`` raises there; with several input dimensions,
+          one that does not keeps every dimension diffuse), else ``"diffuse"``. On cv-track (2
           states, 5 parameters in mu0 and P0) the estimated start lost to the diffuse
           one on average with 2 or 3 training sequences, won in 90 to 95% of 20 draws
           with 5 and in all of them from 8 on; single-series tasks (Nile, sunspots)
@@ -1249,8 +1251,9 @@ class StructuralModel(SeqModel):
             P_inv = np.linalg.inv(P)
             L = np.linalg.cholesky(np.linalg.inv(_sym(P_inv - np.linalg.inv(P_ref))))  # M = L L'
         except np.linalg.LinAlgError as exc:  # e.g. a constant series: no noise to weigh
-            raise DivergedError(f"{name}: the sequences do not determine the initial state "
-                                f"(singular information matrix)") from exc
+            raise DivergedError(f"{name}: cannot estimate the initial state: the smoother's "
+                                "covariances are singular (a constant or noise-free series); "
+                                "use initial='diffuse'") from exc
         M = L @ L.T
         s_hat = x0 @ (M @ P_inv).T  # (N, n), s_hat_i ~ N(mu0, P0 + M)
         mu0 = s_hat.mean(axis=0)
@@ -1306,6 +1309,10 @@ class StructuralModel(SeqModel):
         initial = self.initial
         if initial == "auto":
             initial = "estimated" if N >= self.AUTO_MIN_SEQUENCES else "diffuse"
+        elif initial == "estimated" and N < 2:
+            raise IncompatibleError(f"{type(self).__name__}: initial='estimated' needs at "
+                                    f"least 2 training sequences to estimate the start's "
+                                    f"spread, got {N}; use 'diffuse' or 'auto'")
         self.initial_ = initial
         fits = None
         if initial == "estimated":
