@@ -203,6 +203,10 @@ def _cmd_report(args) -> int:
         suites = [(name, store.suite_text(name), *report_inputs(store, name))
                   for name in names]
     dirs = slugs(str(name) for name, *_ in suites)
+    outs = [Path(args.out)] if len(suites) == 1 else [Path(args.out) / d for d in dirs.values()]
+    for out in [Path(args.out), *outs]:  # before any is written: a file where a folder goes
+        if out.exists() and not out.is_dir():
+            raise SeqbenchError(f"report: --out {out}: expected a directory, got a file")
     if len(suites) > 1:  # one folder per suite: an earlier report's files at the top go
         try:
             clear_report(args.out, keep=frozenset(dirs.values()))

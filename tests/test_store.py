@@ -574,6 +574,18 @@ def test_a_report_replaces_what_the_previous_one_wrote_and_nothing_else(tmp_path
                           *(f"{s}/{f}" for s in ("one", "two")
                             for f in ("report.md", "cells.csv", "runs.csv", "horizons.csv",
                                       ".seqbench-report"))}
+    # a file where the second suite's folder goes: refused before anything is written
+    before = _tree(out)
+    (out / "two").rename(tmp_path / "two-moved")
+    (out / "two").write_text("a file")
+    capsys.readouterr()
+    assert main(["report", "--store", str(store), "--out", str(out), "--no-plots",
+                 "--format", "md"]) == 2
+    assert f"--out {out / 'two'}: expected a directory, got a file" in capsys.readouterr().err
+    assert _tree(out) == before - {f"two/{f}" for f in ("report.md", "cells.csv", "runs.csv",
+                                                        "horizons.csv", ".seqbench-report")}
+    (out / "two").unlink()
+    (tmp_path / "two-moved").rename(out / "two")
     # back to one suite: the per-suite folders go
     assert main(["report", "--store", str(store), "--suite", "one", "--out", str(out),
                  "--no-plots", "--format", "md"]) == 0
