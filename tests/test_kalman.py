@@ -569,6 +569,7 @@ def test_structural_predictions_match_filterpy(rng, forecasting):
             kf.H = np.array([[1.0, 0.0]])
             kf.Q, kf.R = np.diag(var[:2]), np.array([[var[2]]])
             kf.P = np.eye(2) * model.diffuse * model.scale_[d]
+            kf.x = np.array([[model.offset_[d]], [0.0]])  # the level at the training mean
             mu, _, _, _ = kf.batch_filter(X[i, :, d][:, None, None])
             s = mu[:, :, 0] @ kf.F.T if forecasting else mu[:, :, 0]
             np.testing.assert_allclose(pred[i, :, d], s[:, 0], rtol=1e-7, atol=1e-7)
@@ -700,6 +701,7 @@ def test_initial_diffuse_keeps_the_diffuse_start_and_auto_needs_10_sequences(rng
         kf.Q = diffuse.sigma2_[0, 0] * np.array([[1 / 3, 1 / 2], [1 / 2, 1]])
         kf.R = np.array([[diffuse.sigma2_[0, 1]]])
         kf.P = np.eye(2) * diffuse.diffuse * diffuse.scale_[0]
+        kf.x = np.array([[diffuse.offset_[0]], [0.0]])
         mu, _, _, _ = kf.batch_filter(meas[i][:, None, None])
         np.testing.assert_allclose(pred[i], mu[:, 0, 0], rtol=1e-7, atol=1e-7)
     assert np.abs(auto.predict(data.X)[..., 0] - pred).max() > 0.01
@@ -769,3 +771,21 @@ def test_registered_and_clonable(name, cls):
     assert type(model) is cls
     assert clone(model).get_params() == model.get_params()
     assert model.tags()["predict_proba"] is False
+
+
+@pytest.mark.parametrize("cls", [LocalLevel, LocalLinearTrend, ConstantVelocity])
+def test_structural_models_shift_with_the_data(rng, cls):
+    """These models shift with their level (A e1 = e1, C e1 = 1), so data moved by 1e8
+    give the same variances, the start moved by 1e8 in its level, and predictions moved by
+    1e8 (a prior centred on 0 fitted a level of 1e8 with unit noise as 2.0 and 0.07 instead
+    of 0.11 and 1.0, tripling the test error)."""
+    level = np.cumsum(rng.normal(scale=0.3, size=(20, 30)), axis=1)
+    X = (level + rng.normal(size=(20, 30)))[..., None]
+    near = cls().fit(SeqData(X, X.copy(), np.ones((20, 30), bool)))
+    far = cls().fit(SeqData(X + 1e8, X + 1e8, np.ones((20, 30), bool)))
+    # the optimiser stops within its tolerance of a flat likelihood (a shift of 1e-9
+    # moves a variance near its bound by 1e-4 relative): compare what the variances give
+    assert np.abs(far.sigma2_ - near.sigma2_).max() < 1e-3
+    np.testing.assert_allclose(far.mu0_ - near.mu0_, [[1e8] + [0.0] * (near.A.shape[0] - 1)],
+                               atol=1e-3)
+    np.testing.assert_allclose(far.predict(X + 1e8) - 1e8, near.predict(X), atol=2e-3)

@@ -1085,8 +1085,10 @@ class StructuralModel(SeqModel):
     X is the observation stream: each dimension d of X (N, T, D) is an independent
     series of the model with its own variances, shared by the N sequences. The
     variances maximise the approximate diffuse log-likelihood, computed by the batched
-    Kalman filter: the initial state is s_0 ~ N(0, kappa I) with kappa = ``diffuse``
-    times the variance of the series, and the first n (state size) steps of every
+    Kalman filter: the initial state is s_0 ~ N(m e1, kappa I), m the training series'
+    mean (``offset_``) as the level and kappa = ``diffuse`` times its variance (the series
+    is filtered less m, and m added back to the predictions: these models shift with their
+    level), and the first n (state size) steps of every
     sequence are left out of the likelihood, since they only pin down the diffuse
     state (Durbin & Koopman 2012, sec. 5.1 and 7.2; statsmodels' ``loglikelihood_burn``).
     scipy's L-BFGS-B maximises it over the log-variances (bounded to 1e-12..1e8 times
@@ -1108,7 +1110,7 @@ class StructuralModel(SeqModel):
     initial : the initial state distribution N(mu0, P0) that ``predict`` (and
         ``loglik_``) use, one of
 
-        * ``"diffuse"``: mu0 = 0, P0 = kappa I, the prior of the variance fit: every
+        * ``"diffuse"``: mu0 = m e1, P0 = kappa I, the prior of the variance fit: every
           sequence starts from no knowledge of its state (the only choice with one
           training series, where the start's spread cannot be estimated).
         * ``"estimated"`` (2 or more training sequences): with the fitted variances held
@@ -1135,8 +1137,9 @@ class StructuralModel(SeqModel):
 
     Fitted attributes
     -----------------
-    ``sigma2_`` (D, v) the variances (``variances_`` by name), ``initial_`` the resolved
-    ``initial``, ``mu0_`` (D, n) and ``P0_`` (D, n, n) the initial state s_0 of each
+    ``sigma2_`` (D, v) the variances (``variances_`` by name), ``offset_`` (D,) the
+    training means, ``initial_`` the resolved ``initial``, ``mu0_`` (D, n) and ``P0_``
+    (D, n, n) the initial state s_0 of each
     dimension (in the engine's convention: the state one step before the first
     observation), ``initial_state_`` the distribution they give the state at the first
     observation, ``loglik_`` the training log-likelihood (the diffuse one the variances
@@ -1304,8 +1307,13 @@ class StructuralModel(SeqModel):
             raise IncompatibleError(f"{type(self).__name__}: needs sequences longer than the "
                                     f"{n} diffuse steps, got T = {T}")
         self.forecasting_ = bool(data.forecasting)
-        self.sigma2_ = np.stack([self._fit_series(data.X[:, :, d]) for d in range(Dx)])  # (D, v)
-        self.scale_ = np.array([max(float(np.var(data.X[:, :, d])), 1e-12) for d in range(Dx)])
+        # each series is filtered about its training mean: these models shift with their
+        # level (A e1 = e1, C e1 = 1), and a series far from 0 would strain the diffuse
+        # prior N(0, kappa I) and float64 (a level of 1e8 with noise of 1 did)
+        self.offset_ = np.array([float(np.mean(data.X[:, :, d])) for d in range(Dx)])
+        X = data.X - self.offset_
+        self.sigma2_ = np.stack([self._fit_series(X[:, :, d]) for d in range(Dx)])  # (D, v)
+        self.scale_ = np.array([max(float(np.var(X[:, :, d])), 1e-12) for d in range(Dx)])
         initial = self.initial
         if initial == "auto":
             initial = "estimated" if N >= self.AUTO_MIN_SEQUENCES else "diffuse"
@@ -1317,28 +1325,31 @@ class StructuralModel(SeqModel):
         fits = None
         if initial == "estimated":
             try:
-                fits = [self._fit_initial(self.sigma2_[d], data.X[:, :, d], self.scale_[d])
+                fits = [self._fit_initial(self.sigma2_[d], X[:, :, d], self.scale_[d])
                         for d in range(Dx)]
             except DivergedError:
                 if self.initial != "auto":
                     raise
                 self.initial_ = "diffuse"  # "auto" where the data cannot pin the start down
+        level = np.eye(n)[0] * self.offset_[:, None]  # (D, n): the offset as a state
         if fits is not None:
-            self.mu0_ = np.stack([mu0 for mu0, _ in fits])  # (D, n)
+            self.mu0_ = np.stack([mu0 for mu0, _ in fits]) + level  # (D, n)
             self.P0_ = np.stack([P0 for _, P0 in fits])  # (D, n, n)
             self.loglik_ = float(sum(
                 f.loglik.sum() for d in range(Dx)
-                for _, f, _ in self._filter_series(self._params(d), data.X[:, :, d])))
+                for _, f, _ in self._filter_series(self._params(d), X[:, :, d])))
         else:
-            self.mu0_ = np.zeros((Dx, n))
+            self.mu0_ = level
             self.P0_ = np.eye(n) * (self.diffuse * self.scale_)[:, None, None]
-            self.loglik_ = float(sum(self.loglik(self.sigma2_[d], data.X[:, :, d],
+            self.loglik_ = float(sum(self.loglik(self.sigma2_[d], X[:, :, d],
                                                  self.scale_[d]) for d in range(Dx)))
         self.curve_ = []
 
     def _params(self, d: int) -> LDSParams:
-        """The fitted state-space model of input dimension ``d``."""
-        return self.params_of(self.sigma2_[d], self.scale_[d], self.mu0_[d], self.P0_[d])
+        """The fitted state-space model of input dimension ``d``, for the series less its
+        ``offset_``."""
+        mu0 = self.mu0_[d] - np.eye(self.A.shape[0])[0] * self.offset_[d]
+        return self.params_of(self.sigma2_[d], self.scale_[d], mu0, self.P0_[d])
 
     @property
     def variances_(self) -> list[dict[str, float]]:
@@ -1355,7 +1366,7 @@ class StructuralModel(SeqModel):
         out = []
         for d in range(len(self.sigma2_)):
             p = self._params(d)
-            out.append({"mean": (p.A @ p.mu0).tolist(),
+            out.append({"mean": (p.A @ self.mu0_[d]).tolist(),  # in the data's coordinates
                         "cov": _sym(p.A @ p.P0 @ p.A.T + p.Q).tolist()})
         return out
 
@@ -1366,11 +1377,11 @@ class StructuralModel(SeqModel):
         out = np.empty((N, T, Dx))
         for d in range(Dx):
             p = self._params(d)
-            for idx, f, _ in self._filter_series(p, X[:, :, d]):
+            for idx, f, _ in self._filter_series(p, X[:, :, d] - self.offset_[d]):
                 s = f.x_filt[:, 1:]  # s_{t|t}, (Nc, T, n)
                 if self.forecasting_:
                     s = s @ p.A.T  # s_{t+1|t} = A s_{t|t}
-                out[idx, :, d] = (s @ p.C.T)[..., 0]  # C s
+                out[idx, :, d] = (s @ p.C.T)[..., 0] + self.offset_[d]  # C s, shifted back
         return out
 
     def _n_parameters(self) -> int:
