@@ -203,7 +203,7 @@ def _cmd_report(args) -> int:
         suites = [(name, store.suite_text(name), *report_inputs(store, name))
                   for name in names]
     dirs = slugs(str(name) for name, *_ in suites)
-    outs = [Path(args.out)] if len(suites) == 1 else [Path(args.out) / d for d in dirs.values()]
+    outs = [Path(args.out) / d for d in dirs.values()] if len(suites) > 1 else []
     for out in [Path(args.out), *outs]:  # before any is written: a file where a folder goes
         if out.exists() and not out.is_dir():
             raise SeqbenchError(f"report: --out {out}: expected a directory, got a file")

@@ -109,13 +109,15 @@ class TaskSpec:
         return normalised_score(score, self.chance, self.best)
 
 
-def normalised_score(score: float | None, chance: float, best: float) -> float:
+def normalised_score(score, chance, best):
     """``(score - chance) / (best - chance)``: 0 = chance, 1 = the best reference score
-    (NaN when the score is missing or not finite, or best equals chance)."""
-    span = best - chance
-    if span == 0 or score is None or not np.isfinite(score):
-        return float("nan")
-    return float((score - chance) / span)
+    (NaN when the score is missing or not finite, or best equals chance). Numbers give a
+    float; arrays (one value per element) an array."""
+    score = np.asarray(np.nan if score is None else score, dtype=float)
+    span = np.asarray(best, dtype=float) - chance
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where((span != 0) & np.isfinite(score), (score - chance) / span, np.nan)
+    return float(out) if out.ndim == 0 else out
 
 
 def _check_choice(field_name: str, value: Any, accepted: tuple[str, ...]) -> None:

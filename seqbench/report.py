@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .data import normalised_score
 from .errors import SeqbenchError
 from .store import json_value
 from .suite import display_name
@@ -674,10 +675,7 @@ def _slice_points(sliced: list[tuple[dict, str, np.ndarray, np.ndarray]],
     chance = each([r["chance"] for r in jobs], float)
     best = each([_best_of(r) for r in jobs], float)
     score = np.concatenate([scores for *_, scores in sliced])
-    span = best - chance
-    with np.errstate(divide="ignore", invalid="ignore"):  # as data.normalised_score
-        normalised = np.where((span != 0) & np.isfinite(score), (score - chance) / span,
-                              np.nan)
+    normalised = normalised_score(score, chance, best)
     columns = {
         "family": each([f"{r['setting']} (per {col})" for r, col, *_ in sliced]),
         "dep": each([col for _, col, *_ in sliced]),

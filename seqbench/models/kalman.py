@@ -1331,7 +1331,7 @@ class StructuralModel(SeqModel):
                 if self.initial != "auto":
                     raise
                 self.initial_ = "diffuse"  # "auto" where the data cannot pin the start down
-        level = np.eye(n)[0] * self.offset_[:, None]  # (D, n): the offset as a state
+        level = self._level_state(self.offset_)  # (D, n): the offsets as states
         if fits is not None:
             self.mu0_ = np.stack([mu0 for mu0, _ in fits]) + level  # (D, n)
             self.P0_ = np.stack([P0 for _, P0 in fits])  # (D, n, n)
@@ -1340,7 +1340,8 @@ class StructuralModel(SeqModel):
                 for _, f, _ in self._filter_series(self._params(d), X[:, :, d])))
         else:
             self.mu0_ = level
-            self.P0_ = np.eye(n) * (self.diffuse * self.scale_)[:, None, None]
+            self.P0_ = np.stack([self.params_of(self.sigma2_[d], self.scale_[d]).P0
+                                 for d in range(Dx)])  # the diffuse prior
             self.loglik_ = float(sum(self.loglik(self.sigma2_[d], X[:, :, d],
                                                  self.scale_[d]) for d in range(Dx)))
         self.curve_ = []
@@ -1348,8 +1349,13 @@ class StructuralModel(SeqModel):
     def _params(self, d: int) -> LDSParams:
         """The fitted state-space model of input dimension ``d``, for the series less its
         ``offset_``."""
-        mu0 = self.mu0_[d] - np.eye(self.A.shape[0])[0] * self.offset_[d]
+        mu0 = self.mu0_[d] - self._level_state(self.offset_[d])
         return self.params_of(self.sigma2_[d], self.scale_[d], mu0, self.P0_[d])
+
+    def _level_state(self, level):
+        """The state (n,) (or states (..., n) for levels (...)) of a pure level: level e1,
+        the shift these models allow (A e1 = e1, C e1 = 1)."""
+        return np.multiply.outer(level, np.eye(self.A.shape[0])[0])
 
     @property
     def variances_(self) -> list[dict[str, float]]:
