@@ -351,7 +351,9 @@ def _stacked_module():
                     setattr(self, key, stack(lambda n, key=key: getattr(n.core, key)))
             self.head_w = stack(lambda n: n.head.weight)  # (M, K, H)
             self.head_b = stack(lambda n: n.head.bias)  # (M, K)
-            self.register_buffer("offsets", torch.arange(self.M).view(self.M, 1))
+            # on the members' device, as the stacked parameters are
+            self.register_buffer("offsets", torch.arange(
+                self.M, device=self.head_w.device).view(self.M, 1))
 
         def keyed(self) -> list[tuple[str, Any]]:
             """(key of the single ``RecurrentNet``'s state dict, stacked parameter) pairs."""
