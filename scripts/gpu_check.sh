@@ -15,10 +15,9 @@
 # executors). The logs and perf-gpu-*.md/json (4 files)
 # go to $OUT when set, else to results/.
 #
-# About 2.5 minutes on a GPU machine (122 s on an NVIDIA H100 80GB HBM3, 2026-11-26: tests
-# 12 s, perf rows 105 s, of which the overhead row 12 s with 3 repeats; it now takes 7, as
-# it moved by a third between two runs with 3, and the 64-member stack's autograd
-# side adds some 20 s, so about 2.5-3 minutes now); the time limits below (machine 30 s,
+# About 3 minutes on a GPU machine (168 s and 175 s on an NVIDIA H100 80GB HBM3, 2026-11-27:
+# tests 15-16 s; perf rows 125-130 s with 7 repeats: raw 9 s, overhead 29-31 s, slots
+# 46-49 s, stacked 41 s; the rest is start-up); the time limits below (machine 30 s,
 # install 20 s, tests 60 s, perf rows 190 s) add up to 300 s, so a run never takes more
 # than about 5 minutes.
 #
