@@ -27,7 +27,14 @@ Rows (``--rows``, comma-separated; default all CPU rows):
 * ``growth``: fit + predict time per job at T = 100, 200, 400, 800 for every family
   (every step scored, so every family's work grows with T; the HMM many-to-one, so it
   runs EM); the exponent of the last doubling, log2(t(800) / t(400)), with the log-log
-  fit over all four beside it. Target: within 0.25 of 1.
+  fit over all four beside it. Target: within 0.25 of 1. Like every row, it runs with
+  freed C heap blocks kept (:mod:`seqbench.heap`), and gives the free memory back after
+  each job, as the runner does.
+* ``heap``: ``LSTMModel.fit`` at the longrange suite's size (batch 128, hidden 128, T =
+  400, 10 steps) in fresh interpreters, with freed C heap blocks kept for reuse
+  (:mod:`seqbench.heap`, what the runner does for every job) versus glibc's defaults
+  (``SEQBENCH_KEEP_HEAP=0``), alternating; the page faults of each side in the detail.
+  Target < 1 (keeping the blocks must pay).
 * ``smoke``: ``seqbench run smoke -j 2`` end to end from the command line,
   into a fresh store. Target < 60 s.
 * ``memory``: peak resident memory per job family (``run_job``'s per-job VmHWM) on the
@@ -75,7 +82,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CPU_ROWS = ("overhead", "kalman", "hmm", "parallel", "growth", "smoke", "memory", "copies")
+CPU_ROWS = ("overhead", "kalman", "hmm", "parallel", "growth", "heap", "smoke", "memory",
+            "copies")
 GPU_ROWS = ("gpu-raw", "gpu-overhead", "gpu-slots", "gpu-stacked")
 
 
@@ -463,7 +471,7 @@ GROWTH = {
 
 
 def growth_row(repeats: int, quick: bool):
-    from seqbench import registry
+    from seqbench import heap, registry
 
     lengths = (25, 50, 100, 200) if quick else (100, 200, 400, 800)
     n = 64 if quick else 256
@@ -483,6 +491,7 @@ def growth_row(repeats: int, quick: bool):
                 def job(d=d, cls=cls, params=params):
                     m = cls(**params).fit(d)
                     m.predict(d.X)
+                    heap.release_free_memory()  # as the runner does after each job
                 fns[T] = job
             t = side_by_side(fns, 1 if quick else max(1, repeats // 2))
             slope = float(np.polyfit(np.log(lengths), np.log([t[T] for T in lengths]), 1)[0])
@@ -503,6 +512,56 @@ def growth_row(repeats: int, quick: bool):
 
 # -- smoke suite from the command line ---------------------------------------------------
 SMOKE_STORE: list[Path] = []  # the smoke row's store, read again by the memory rows
+
+
+# -- heap ----------------------------------------------------------------------------------
+HEAP_CHILD = """
+import resource, sys, time
+import torch
+torch.set_num_threads(1)
+from seqbench import heap
+kept = heap.keep_freed_blocks()
+sys.path.insert(0, sys.argv[1])
+from benchmarks.perf import recall_data
+from seqbench.models.recurrent import LSTMModel
+B, H, T, steps = (int(a) for a in sys.argv[2:6])
+data = recall_data(4 * B, T, 0)
+fit = lambda n: LSTMModel(hidden_size=H, batch_size=B, max_steps=n, eval_every=n,
+                          device="cpu", random_state=0).fit(data)
+fit(1)
+heap.release_free_memory()
+faults, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+fit(steps)
+print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
+      int(kept))
+"""
+
+
+def heap_row(repeats: int, quick: bool):
+    B, H, T, steps = (16, 16, 50, 3) if quick else (128, 128, 400, 10)
+    got: dict[str, list[tuple[float, int, int]]] = {"kept": [], "default": []}
+    for _ in range(1 if quick else max(3, repeats // 2)):
+        for side, value in (("kept", "1"), ("default", "0")):
+            proc = subprocess.run([sys.executable, "-c", HEAP_CHILD, str(ROOT), str(B), str(H),
+                                   str(T), str(steps)], capture_output=True, text=True,
+                                  env={**os.environ, "SEQBENCH_KEEP_HEAP": value,
+                                       "OMP_NUM_THREADS": "1"})
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                return [unavailable("heap", f"child failed ({proc.returncode}): {tail[0]}")]
+            secs, faults, took = proc.stdout.split()
+            got[side].append((float(secs), int(faults), int(took)))
+    if not all(k for _, _, k in got["kept"]):
+        return [unavailable("heap", "the C library is not glibc, or it refused the "
+                            "thresholds: nothing to compare")]
+    t = {k: statistics.median(s for s, _, _ in v) for k, v in got.items()}
+    f = {k: statistics.median(n for _, n, _ in v) for k, v in got.items()}
+    ratio = t["kept"] / t["default"]
+    return [row("heap", ratio, "< 1", ratio < 1,
+                f"LSTMModel.fit, tokens, batch {B}, hidden {H}, T={T}, {steps} steps, 1 torch "
+                f"thread, fresh interpreters: freed C heap blocks kept {t['kept']:.2f} s "
+                f"({f['kept']:.0f} page faults), glibc's defaults {t['default']:.2f} s "
+                f"({f['default']:.0f} page faults)")]
 
 
 def smoke_row(quick: bool):
@@ -906,6 +965,8 @@ def run_rows(rows: list[str], args) -> list[dict[str, Any]]:
                 got = parallel_row(args.repeats, args.quick)
             elif name == "growth":
                 got = growth_row(args.repeats, args.quick)
+            elif name == "heap":
+                got = heap_row(args.repeats, args.quick)
             elif name == "smoke":
                 got = smoke_row(args.quick)
             elif name == "memory":
@@ -1033,8 +1094,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import seqbench
+    from seqbench import heap
 
     torch.set_num_threads(1)
+    heap.keep_freed_blocks()  # every row allocates as the runner's job processes do
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ensure_builtins()
     if args.device is None:

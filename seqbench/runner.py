@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from . import registry
+from . import heap, registry
 from .errors import DivergedError, IncompatibleError, SeqbenchError
 from .evaluate import evaluate
 from .provenance import device_name, provenance
@@ -183,13 +183,18 @@ def measured(body: Callable[[], None]) -> dict[str, Any]:
     """Run ``body()`` and return what a record says of its run: ``started``, ``finished``,
     ``wall_s``, ``cpu_s``, ``peak_mem_mb`` (:class:`PeakMemory`) and ``provenance`` (with
     ``peak_mem_method``, ``rss_start_mb`` and ``peak_growth_mb`` where known, and
-    ``cuda_peak_mem_mb`` where CUDA ran)."""
+    ``cuda_peak_mem_mb`` where CUDA ran). The process keeps freed C heap blocks for reuse
+    during the job and gives its free memory back after it (:mod:`seqbench.heap`)."""
     started = _now()
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    heap.keep_freed_blocks()
     memory = PeakMemory()
     _cuda_reset()
-    with memory:
-        body()
+    try:
+        with memory:
+            body()
+    finally:
+        heap.release_free_memory()
     out = {"started": started, "wall_s": time.perf_counter() - wall0,
            "cpu_s": time.process_time() - cpu0, "peak_mem_mb": memory.peak_mb,
            "finished": _now(), "provenance": {**provenance(), "peak_mem_method": memory.method}}
