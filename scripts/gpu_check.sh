@@ -15,9 +15,9 @@
 # executors). The logs and perf-gpu-*.md/json (4 files)
 # go to $OUT when set, else to results/.
 #
-# About 3 minutes on a GPU machine (168 s and 175 s on an NVIDIA H100 80GB HBM3, 2026-11-27:
-# tests 15-16 s; perf rows 125-130 s with 7 repeats: raw 9 s, overhead 29-31 s, slots
-# 46-49 s, stacked 41 s; the rest is start-up); the time limits below (machine 30 s,
+# About 3 minutes on a GPU machine (168-185 s on an NVIDIA H100 80GB HBM3, 2026-11-27:
+# tests 15-19 s; perf rows 125-135 s with 7 repeats: raw 8-9 s, overhead 29-34 s, slots
+# 46-51 s, stacked 41-42 s; the rest is start-up); the time limits below (machine 30 s,
 # install 20 s, tests 60 s, perf rows 190 s) add up to 300 s, so a run never takes more
 # than about 5 minutes.
 #
