@@ -1,19 +1,22 @@
 """The C heap of the process that runs jobs (glibc on Linux; elsewhere nothing changes).
 
-glibc's ``malloc`` serves a block above its mmap threshold (at most 32 MiB, however it
-adapts) with a fresh ``mmap`` and unmaps it on ``free``, so the next block of that size
-touches every page anew: a page fault per 4 KiB, each zero-filled by the kernel. Torch's
-CPU LSTM (oneDNN) asks for a workspace of that size at every training step and frees it:
-``B·T·H`` grows it past 32 MiB at batch 128, hidden 128 and T = 35 already. At batch 128,
-hidden 128, T = 400 the page faults took a third of the training time (20 steps: 2.35
-million faults, 14.9 s against 9.35 s with the blocks kept).
+glibc's ``malloc`` serves a block above its mmap threshold (which adapts, up to 32 MiB)
+with a fresh ``mmap`` and unmaps it on ``free``, and gives the top of its heap back to the
+system once more than twice that threshold is free there; either way the next block of
+that size touches fresh pages, a page fault per 4 KiB, each zero-filled by the kernel.
+Torch's CPU LSTM (oneDNN) asks for a workspace at every training step and frees it: with
+batch 128 and hidden 128, about 5,000 page faults (20 MiB) a step at T = 35 and 100,000
+(390 MiB) at T = 400, where they took a third of the training time (10 steps: 7.2 s, 5.05 s
+with the blocks kept; the ``heap`` row of ``benchmarks/perf.py``).
 
 :func:`keep_freed_blocks` raises the mmap and trim thresholds to :data:`KEEP_BYTES`, so a
 freed block of up to 1 GiB stays in the heap and the next step reuses its pages;
 :func:`release_free_memory` hands what is free back to the system (``malloc_trim``), which
 the runner does after every job, so a job starts from a trimmed heap and its memory
-figures (``peak_growth_mb``) count what it allocated itself. Set the environment variable
-``SEQBENCH_KEEP_HEAP=0`` to keep glibc's defaults.
+figures (``peak_growth_mb``) count what it allocated itself. In exchange, a job's peak can
+be higher where freed blocks of one size cannot serve the next request (a longrange LSTM job
+after eight other jobs in one worker: 1357 MiB against 1046 MiB). Set the environment
+variable ``SEQBENCH_KEEP_HEAP=0`` to keep glibc's defaults.
 """
 
 from __future__ import annotations
