@@ -342,9 +342,16 @@ def _start(suite, store, *extra):
     cmd = [sys.executable, "-m", "seqbench.cli", "run", str(suite), "--store", str(store),
            "-j", "2", *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Ctrl-C at its default in the driver, as in a terminal: a test run started in the
+    # background of a shell script inherits SIGINT ignored, and so would the driver
     return cmd, env, subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True)  # its own process group
+                                      start_new_session=True,  # its own process group
+                                      preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_rows(store, proc, n=1, limit=60):
@@ -408,7 +415,7 @@ def test_ctrl_c_on_a_local_dask_cluster_is_one_line(tmp_path, signum):
            "--executor", "dask-local:2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     _wait_for_rows(store, proc, n=1)
     if signum == signal.SIGINT:
         os.killpg(proc.pid, signum)  # a terminal's Ctrl-C: the whole group
