@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -33,22 +34,19 @@ ENV = "SEQBENCH_KEEP_HEAP"
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_state: dict[str, object] = {}
 
 
+@functools.cache
 def _libc():
     """glibc, or ``None`` where the C library is another (or not reachable)."""
-    if "libc" not in _state:
-        libc = None
-        if sys.platform.startswith("linux"):
-            try:
-                candidate = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                candidate.gnu_get_libc_version  # noqa: B018 - glibc only (musl lacks it)
-                libc = candidate
-            except (OSError, AttributeError):
-                libc = None
-        _state["libc"] = libc
-    return _state["libc"]
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl lacks it)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def enabled() -> bool:
@@ -56,22 +54,20 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip() != "0"
 
 
+@functools.cache
 def keep_freed_blocks() -> bool:
     """Keep freed blocks of up to :data:`KEEP_BYTES` in the heap for reuse (process-wide,
     once per process). True where it took effect; False where the variable turns it off,
     the C library is not glibc, or glibc refused the values."""
-    if "kept" not in _state:
-        libc = _libc()
-        kept = False
-        if libc is not None and enabled():
-            kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(
-                libc.mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
-        _state["kept"] = kept
-    return bool(_state["kept"])
+    libc = _libc()
+    return (libc is not None and enabled()
+            and bool(libc.mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES))
+            and bool(libc.mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES)))
 
 
 def release_free_memory() -> None:
     """Give the heap's free memory back to the system (``malloc_trim(0)``), where
     :func:`keep_freed_blocks` took effect."""
-    if _state.get("kept"):
+    # asked only once keep_freed_blocks has run: releasing never applies the setting
+    if keep_freed_blocks.cache_info().currsize and keep_freed_blocks():
         _libc().malloc_trim(0)
